@@ -92,7 +92,7 @@ impl DType {
     /// Bytes per element for byte-sized types; `None` for sub-byte types.
     pub fn size(self) -> Option<usize> {
         let bits = self.bits();
-        (bits % 8 == 0).then_some(bits as usize / 8)
+        bits.is_multiple_of(8).then_some(bits as usize / 8)
     }
 
     /// Parses a safetensors dtype string (exact, case-sensitive as the format defines it).
@@ -120,7 +120,7 @@ impl DType {
     /// whole bytes.
     pub fn nbytes(self, numel: u64) -> Option<u64> {
         let bits = numel.checked_mul(self.bits() as u64)?;
-        (bits % 8 == 0).then_some(bits / 8)
+        bits.is_multiple_of(8).then_some(bits / 8)
     }
 }
 

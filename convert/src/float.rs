@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn half_round_trip() {
-        let v = [1.0f32, -2.5, 65504.0, 1e-8, 3.1415927];
+        let v = [1.0f32, -2.5, 65504.0, 1e-8, 3.140625];
         let mut bytes = Vec::new();
         encode_from_f32(DType::BF16, &v, &mut bytes);
         let mut back = [0f32; 5];

@@ -91,7 +91,9 @@ impl GgmlType {
     pub const Q4_K: GgmlType = GgmlType(12);
     pub const Q5_K: GgmlType = GgmlType(13);
     pub const Q6_K: GgmlType = GgmlType(14);
+    pub const IQ4_NL: GgmlType = GgmlType(20);
     pub const BF16: GgmlType = GgmlType(30);
+    pub const MXFP4: GgmlType = GgmlType(39);
 
     /// Looks up an on-disk id. `None` for ids past the table (unknown to this build).
     pub fn from_id(id: u32) -> Option<GgmlType> {
@@ -139,7 +141,7 @@ impl GgmlType {
     /// `None` on overflow or if `ne0` is not a whole number of blocks.
     pub fn nbytes(self, ne0: u64, nrows: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if bs == 0 || ne0 % bs != 0 {
+        if bs == 0 || !ne0.is_multiple_of(bs) {
             return None;
         }
         (ne0 / bs).checked_mul(self.type_size() as u64)?.checked_mul(nrows)

@@ -6,14 +6,22 @@
 //! failure is an [`Error`] naming the file, tensor or key.
 
 pub mod atomic;
+pub mod checkpoint;
+pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod float;
 pub mod ggml_dequant;
 pub mod ggml_type;
+pub mod gguf;
+pub mod mapping;
+pub mod safetensors;
 pub mod source;
 pub mod tensor;
+pub mod transform;
 
+pub use checkpoint::{Checkpoint, Format};
+pub use config::{Arch, ModelConfig};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ggml_type::GgmlType;

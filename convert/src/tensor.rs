@@ -42,7 +42,7 @@ impl Storage {
             Storage::Dense(d) => d.nbytes(numel),
             Storage::Ggml(t) => {
                 let ne0 = shape.last().copied().unwrap_or(1);
-                let rows = if ne0 == 0 { 0 } else { numel / ne0 };
+                let rows = numel.checked_div(ne0).unwrap_or(0);
                 t.nbytes(ne0, rows)
             }
         }

@@ -1,0 +1,302 @@
+//! HF ↔ GGUF tensor-name maps and conversion plans.
+//!
+//! The name table is llama.cpp's (gguf-py `TENSOR_NAMES` / `tensor_mapping.py`, formats.md
+//! §3.2), written once and used in both directions. A plan is the ordered list of output
+//! tensors, each an [`Op`] over input tensors; it is complete (names, shapes, dtypes) before
+//! any data moves, so writers can lay out files and `--dry-run` can print it.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::TensorInfo;
+use crate::transform::{KvPart, Op};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Whole-model tensors: (HF name, GGUF name).
+const GLOBAL_NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// Per-layer tensors: (HF suffix after `model.layers.{N}.`, GGUF suffix after `blk.{N}.`).
+const LAYER_NAMES: &[(&str, &str)] = &[
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("self_attn.q_a_proj.weight", "attn_q_a.weight"),
+    ("self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight"),
+    ("self_attn.q_b_proj.weight", "attn_q_b.weight"),
+    ("self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"),
+    ("self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"),
+    ("self_attn.kv_b_proj.weight", "attn_kv_b.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+    ("mlp.gate.weight", "ffn_gate_inp.weight"),
+    ("mlp.gate.e_score_correction_bias", "exp_probs_b.bias"),
+    ("mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
+    ("mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
+    ("mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
+];
+
+/// Routed experts: (HF projection, stacked GGUF suffix).
+const EXPERT_NAMES: &[(&str, &str)] = &[
+    ("gate_proj", "ffn_gate_exps.weight"),
+    ("up_proj", "ffn_up_exps.weight"),
+    ("down_proj", "ffn_down_exps.weight"),
+];
+
+/// One tensor of a planned output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutTensor {
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<u64>,
+    pub dtype: DType,
+    pub op: Op,
+}
+
+/// Splits `prefix{N}.rest` into `(N, rest)`.
+fn layer_of<'a>(name: &'a str, prefix: &str) -> Option<(u64, &'a str)> {
+    let rest = name.strip_prefix(prefix)?;
+    let (n, tail) = rest.split_once('.')?;
+    Some((n.parse().ok()?, tail))
+}
+
+/// llama.cpp keeps these F32 whatever the output type (`prepare_tensors`, formats.md §3.6).
+fn gguf_keeps_f32(gguf_name: &str, shape: &[u64]) -> bool {
+    shape.len() <= 1 || gguf_name.ends_with("_norm.weight") || !gguf_name.ends_with(".weight") || gguf_name.contains("ffn_gate_inp")
+}
+
+/// Orders outputs as model files usually are: embeddings, layers by index, then the head.
+fn order_key(name: &str) -> (u8, u64, String) {
+    if let Some((n, rest)) = layer_of(name, "blk.").or_else(|| layer_of(name, "model.layers.")) {
+        return (1, n, rest.to_string());
+    }
+    let rank = match name {
+        "token_embd.weight" | "model.embed_tokens.weight" | "rope_freqs.weight" => 0,
+        _ => 2,
+    };
+    (rank, 0, name.to_string())
+}
+
+pub fn sort_outputs(outs: &mut [OutTensor]) {
+    outs.sort_by_cached_key(|o| order_key(&o.name));
+}
+
+/// Inputs consumed by a DeepSeek FP8 weight: `X.weight` (F8_E4M3) with `X.weight_scale_inv`.
+fn fp8_pairs(ck: &Checkpoint) -> HashMap<usize, usize> {
+    let mut out = HashMap::new();
+    for (i, t) in ck.tensors.iter().enumerate() {
+        if let Some(base) = t.name.strip_suffix("_scale_inv") {
+            if let Some(w) = ck.tensors.iter().position(|x| x.name == base) {
+                out.insert(w, i);
+            }
+        }
+    }
+    out
+}
+
+/// `weight_block_size` from `quantization_config` (DeepSeek FP8), default 128×128.
+pub fn fp8_block_size(raw_config: Option<&serde_json::Value>) -> (u64, u64) {
+    let b = raw_config.and_then(|c| c.pointer("/quantization_config/weight_block_size")).and_then(|v| v.as_array());
+    match b.map(|a| a.iter().filter_map(|x| x.as_u64()).collect::<Vec<_>>()).as_deref() {
+        Some([r, c]) if *r > 0 && *c > 0 => (*r, *c),
+        _ => (128, 128),
+    }
+}
+
+/// The op reading HF tensor `i` as plain floats: FP8 weights dequantized, others copied.
+fn read_op(i: usize, fp8: &HashMap<usize, usize>, block: (u64, u64)) -> Op {
+    match fp8.get(&i) {
+        Some(&s) => Op::Fp8Block { src: i, scale_inv: s, block },
+        None => Op::Copy(i),
+    }
+}
+
+fn float_out(t: &TensorInfo, target: DType, fp8: bool) -> DType {
+    match t.storage {
+        crate::tensor::Storage::Dense(d) if d.is_float() || fp8 => target,
+        crate::tensor::Storage::Dense(d) => d,
+        crate::tensor::Storage::Ggml(_) => target,
+    }
+}
+
+/// Plans HF → GGUF. `target` is the type of 2-D+ weights (F32, F16 or BF16).
+pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64, u64)) -> Result<Vec<OutTensor>> {
+    let fp8 = fp8_pairs(ck);
+    let consumed: HashSet<usize> = fp8.values().copied().collect();
+    let mut outs = Vec::new();
+    // (layer, projection) -> expert index -> tensor index
+    let mut experts: BTreeMap<(u64, &str), BTreeMap<u64, usize>> = BTreeMap::new();
+    for (i, t) in ck.tensors.iter().enumerate() {
+        if consumed.contains(&i) || t.name.ends_with("rotary_emb.inv_freq") {
+            continue;
+        }
+        let mut push = |name: String, shape: Vec<u64>, op: Op| {
+            let dtype = if gguf_keeps_f32(&name, &shape) { DType::F32 } else { target };
+            outs.push(OutTensor { name, shape, dtype, op });
+        };
+        if let Some(&(_, g)) = GLOBAL_NAMES.iter().find(|(h, _)| *h == t.name) {
+            if g == "output.weight" && cfg.tie_word_embeddings {
+                continue;
+            }
+            push(g.to_string(), t.shape.clone(), read_op(i, &fp8, block));
+            continue;
+        }
+        let Some((n, rest)) = layer_of(&t.name, "model.layers.") else {
+            return Err(Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type) });
+        };
+        if n >= cfg.num_hidden_layers {
+            continue; // MTP / NextN layers: llama.cpp skips them (formats.md §3.4)
+        }
+        if let Some((e, proj)) = parse_expert(rest) {
+            let (p, _) = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap();
+            experts.entry((n, p)).or_default().insert(e, i);
+            continue;
+        }
+        let Some(&(_, g)) = LAYER_NAMES.iter().find(|(h, _)| *h == rest) else {
+            return Err(Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type) });
+        };
+        let name = format!("blk.{n}.{g}");
+        match g {
+            "attn_kv_b.weight" if cfg.mla.is_some() => {
+                let m = cfg.mla.as_ref().unwrap();
+                let (h, nope, v) = (cfg.num_attention_heads, m.qk_nope_head_dim, m.v_head_dim);
+                let lora = t.shape.get(1).copied().unwrap_or(0);
+                let mk = |part| Op::SplitKvB { src: i, n_head: h, nope, v_head: v, part };
+                push(format!("blk.{n}.attn_k_b.weight"), vec![h, lora, nope], mk(KvPart::K));
+                push(format!("blk.{n}.attn_v_b.weight"), vec![h, v, lora], mk(KvPart::V));
+            }
+            "attn_q.weight" | "attn_q.bias" | "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
+                if fp8.contains_key(&i) {
+                    return Err(Error::Unsupported(format!("tensor '{}': FP8 Q/K weights of a llama-arch model", t.name)));
+                }
+                let n_head = if g.starts_with("attn_q") { cfg.num_attention_heads } else { cfg.num_key_value_heads };
+                push(name, t.shape.clone(), Op::PermuteRows { src: i, n_head });
+            }
+            _ => push(name, t.shape.clone(), read_op(i, &fp8, block)),
+        }
+    }
+    stack_experts(ck, cfg, experts, &fp8, target, &mut outs)?;
+    sort_outputs(&mut outs);
+    Ok(outs)
+}
+
+/// `mlp.experts.{e}.{proj}.weight` → `(e, proj)`.
+fn parse_expert(rest: &str) -> Option<(u64, &str)> {
+    let tail = rest.strip_prefix("mlp.experts.")?;
+    let (e, proj) = tail.split_once('.')?;
+    let proj = proj.strip_suffix(".weight")?;
+    EXPERT_NAMES.iter().any(|(p, _)| *p == proj).then_some(())?;
+    Some((e.parse().ok()?, proj))
+}
+
+fn stack_experts(
+    ck: &Checkpoint,
+    cfg: &ModelConfig,
+    experts: BTreeMap<(u64, &str), BTreeMap<u64, usize>>,
+    fp8: &HashMap<usize, usize>,
+    target: DType,
+    outs: &mut Vec<OutTensor>,
+) -> Result<()> {
+    let n_exp = cfg.moe.as_ref().map_or(0, |m| m.n_routed_experts);
+    for ((n, proj), by_e) in experts {
+        let first = &ck.tensors[*by_e.values().next().unwrap()];
+        let missing: Vec<u64> = (0..n_exp).filter(|e| !by_e.contains_key(e)).collect();
+        if !missing.is_empty() || by_e.len() as u64 != n_exp {
+            return Err(Error::MissingTensor {
+                tensor: format!("model.layers.{n}.mlp.experts.{}.{proj}.weight", missing.first().copied().unwrap_or(n_exp)),
+                why: format!("stacking {n_exp} routed experts (n_routed_experts) of layer {n}"),
+            });
+        }
+        if by_e.values().any(|i| fp8.contains_key(i)) {
+            return Err(Error::Unsupported(format!("FP8 routed experts in layer {n}: convert to bf16 first (recast convert --to safetensors --dtype bf16)")));
+        }
+        let idx: Vec<usize> = by_e.values().copied().collect();
+        if idx.iter().any(|&i| ck.tensors[i].shape != first.shape || ck.tensors[i].storage != first.storage) {
+            return Err(Error::UnmappedTensor { tensor: first.name.clone(), detail: format!("experts of layer {n} differ in shape or dtype") });
+        }
+        let g = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap().1;
+        let mut shape = vec![n_exp];
+        shape.extend_from_slice(&first.shape);
+        outs.push(OutTensor { name: format!("blk.{n}.{g}"), shape, dtype: target, op: Op::Stack(idx) });
+    }
+    Ok(())
+}
+
+/// Plans GGUF → HF with every float tensor in `target`.
+pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<Vec<OutTensor>> {
+    let by_name: HashMap<&str, usize> = ck.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let mut outs = Vec::new();
+    for (i, t) in ck.tensors.iter().enumerate() {
+        let dtype = float_out(t, target, false);
+        if t.name == "rope_freqs.weight" {
+            return Err(Error::Unsupported("rope_freqs.weight (llama3-style RoPE scaling) cannot be turned back into an HF rope_scaling config".into()));
+        }
+        if let Some(&(h, _)) = GLOBAL_NAMES.iter().find(|(_, g)| *g == t.name) {
+            outs.push(OutTensor { name: h.into(), shape: t.shape.clone(), dtype, op: Op::Copy(i) });
+            continue;
+        }
+        let unmapped = || Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no HF name for this tensor in a {} model", cfg.arch.info().gguf_arch) };
+        let (n, rest) = layer_of(&t.name, "blk.").ok_or_else(unmapped)?;
+        let hf = |s: &str| format!("model.layers.{n}.{s}");
+        if let Some(&(proj, _)) = EXPERT_NAMES.iter().find(|(_, g)| *g == rest) {
+            let e_count = t.shape.first().copied().unwrap_or(0);
+            for e in 0..e_count {
+                outs.push(OutTensor { name: hf(&format!("mlp.experts.{e}.{proj}.weight")), shape: t.shape[1..].to_vec(), dtype, op: Op::Unstack { src: i, index: e } });
+            }
+            continue;
+        }
+        match rest {
+            "attn_v_b.weight" => continue, // consumed with attn_k_b
+            "attn_k_b.weight" => {
+                let m = cfg.mla.as_ref().ok_or_else(unmapped)?;
+                let v = *by_name.get(format!("blk.{n}.attn_v_b.weight").as_str()).ok_or_else(|| Error::MissingTensor {
+                    tensor: format!("blk.{n}.attn_v_b.weight"),
+                    why: format!("rebuilding model.layers.{n}.self_attn.kv_b_proj.weight with blk.{n}.attn_k_b.weight"),
+                })?;
+                let lora = t.shape.get(1).copied().unwrap_or(0);
+                let h = cfg.num_attention_heads;
+                let op = Op::MergeKvB { k: i, v, n_head: h, nope: m.qk_nope_head_dim, v_head: m.v_head_dim };
+                outs.push(OutTensor { name: hf("self_attn.kv_b_proj.weight"), shape: vec![h * (m.qk_nope_head_dim + m.v_head_dim), lora], dtype, op });
+                continue;
+            }
+            _ => {}
+        }
+        let &(h, g) = LAYER_NAMES.iter().find(|(_, g)| *g == rest).ok_or_else(unmapped)?;
+        let op = match g {
+            "attn_q.weight" | "attn_q.bias" if cfg.arch.permutes_qk() => Op::UnpermuteRows { src: i, n_head: cfg.num_attention_heads },
+            "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => Op::UnpermuteRows { src: i, n_head: cfg.num_key_value_heads },
+            _ => Op::Copy(i),
+        };
+        outs.push(OutTensor { name: hf(h), shape: t.shape.clone(), dtype, op });
+    }
+    sort_outputs(&mut outs);
+    Ok(outs)
+}
+
+/// Plans HF → HF: dtype cast (float tensors only) and DeepSeek FP8 dequantization.
+pub fn hf_to_hf(ck: &Checkpoint, target: DType, block: (u64, u64)) -> Vec<OutTensor> {
+    let fp8 = fp8_pairs(ck);
+    let consumed: HashSet<usize> = fp8.values().copied().collect();
+    let mut outs: Vec<OutTensor> = ck
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !consumed.contains(i))
+        .map(|(i, t)| OutTensor { name: t.name.clone(), shape: t.shape.clone(), dtype: float_out(t, target, fp8.contains_key(&i)), op: read_op(i, &fp8, block) })
+        .collect();
+    sort_outputs(&mut outs);
+    outs
+}

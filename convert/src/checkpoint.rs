@@ -62,9 +62,9 @@ pub fn sniff_file(path: &Path) -> Result<Format> {
     if n >= 4 && &head[..4] == gguf::reader::GGUF_MAGIC {
         return Ok(Format::Gguf);
     }
-    // safetensors: u64 header length, then a JSON object (the reference parser accepts
-    // leading whitespace, so only require the length to be plausible and a '{' or space).
-    if n == 9 && (head[8] == b'{' || head[8] == b' ') {
+    // safetensors: u64 header length, then a JSON object starting with '{' (the format's
+    // README requires it; recast does not guess at whitespace-prefixed headers).
+    if n == 9 && head[8] == b'{' {
         return Ok(Format::Safetensors);
     }
     Err(Error::UnknownFormat { path: path.to_path_buf() })

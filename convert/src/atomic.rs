@@ -26,12 +26,7 @@ impl AtomicFile {
         let final_path = final_path.as_ref().to_path_buf();
         let temp_path = partial_path(&final_path);
         let file = File::create(&temp_path).map_err(|e| Error::io(&temp_path, e))?;
-        Ok(AtomicFile {
-            final_path,
-            temp_path,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-            written: 0,
-        })
+        Ok(AtomicFile { final_path, temp_path, out: Some(BufWriter::with_capacity(1 << 20, file)), written: 0 })
     }
 
     pub fn final_path(&self) -> &Path {

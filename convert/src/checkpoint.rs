@@ -129,7 +129,8 @@ impl Checkpoint {
 
     /// Decodes `t` to f32 into `out` (resized to the element count).
     pub fn read_f32(&self, t: &TensorInfo, out: &mut Vec<f32>) -> Result<()> {
-        let n = usize::try_from(t.numel()).map_err(|_| Error::TensorData { tensor: t.name.clone(), detail: "too large for this platform".into() })?;
+        let n = usize::try_from(t.numel())
+            .map_err(|_| Error::TensorData { tensor: t.name.clone(), detail: "too large for this platform".into() })?;
         out.clear();
         out.resize(n, 0.0);
         decode(t, self.bytes(t), out)

@@ -36,8 +36,18 @@ pub const ARCHS: &[ArchInfo] = &[
     ArchInfo { arch: Arch::Mistral, model_type: "mistral", hf_class: "MistralForCausalLM", gguf_arch: "llama" },
     ArchInfo { arch: Arch::Qwen2, model_type: "qwen2", hf_class: "Qwen2ForCausalLM", gguf_arch: "qwen2" },
     ArchInfo { arch: Arch::Qwen3, model_type: "qwen3", hf_class: "Qwen3ForCausalLM", gguf_arch: "qwen3" },
-    ArchInfo { arch: Arch::DeepseekV2, model_type: "deepseek_v2", hf_class: "DeepseekV2ForCausalLM", gguf_arch: "deepseek2" },
-    ArchInfo { arch: Arch::DeepseekV3, model_type: "deepseek_v3", hf_class: "DeepseekV3ForCausalLM", gguf_arch: "deepseek2" },
+    ArchInfo {
+        arch: Arch::DeepseekV2,
+        model_type: "deepseek_v2",
+        hf_class: "DeepseekV2ForCausalLM",
+        gguf_arch: "deepseek2",
+    },
+    ArchInfo {
+        arch: Arch::DeepseekV3,
+        model_type: "deepseek_v3",
+        hf_class: "DeepseekV3ForCausalLM",
+        gguf_arch: "deepseek2",
+    },
 ];
 
 impl Arch {
@@ -64,9 +74,18 @@ impl Arch {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
-    Dynamic { factor: f64 },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: u64 },
+    Linear {
+        factor: f64,
+    },
+    Dynamic {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: u64,
+    },
     Yarn {
         factor: f64,
         original_max_position_embeddings: u64,
@@ -153,7 +172,10 @@ impl Fields<'_> {
     fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.obj.get(key) {
             None | Some(Json::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.err(key, &format!("expected a non-negative integer, found {v}"))),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.err(key, &format!("expected a non-negative integer, found {v}"))),
         }
     }
     fn u64(&self, key: &str) -> Result<u64> {
@@ -168,7 +190,9 @@ impl Fields<'_> {
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.obj.get(key) {
             None | Some(Json::Null) => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.err(key, &format!("expected true or false, found {v}"))),
+            Some(v) => {
+                v.as_bool().map(Some).ok_or_else(|| self.err(key, &format!("expected true or false, found {v}")))
+            }
         }
     }
     fn opt_str(&self, key: &str) -> Option<&str> {
@@ -187,13 +211,16 @@ impl ModelConfig {
     /// Reads and types `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let json: Json = serde_json::from_slice(&text).map_err(|e| Error::Json { path: path.to_path_buf(), detail: e.to_string() })?;
+        let json: Json = serde_json::from_slice(&text)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), detail: e.to_string() })?;
         Self::from_hf_json(path, &json)
     }
 
     /// Types an HF config object; `path` is used in error messages.
     pub fn from_hf_json(path: &Path, json: &Json) -> Result<ModelConfig> {
-        let obj = json.as_object().ok_or_else(|| Error::Json { path: path.to_path_buf(), detail: "top level is not an object".into() })?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| Error::Json { path: path.to_path_buf(), detail: "top level is not an object".into() })?;
         let f = Fields { path, obj };
         let model_type = f.opt_str("model_type").ok_or_else(|| f.err("model_type", "required key is missing"))?;
         let arch = Arch::from_model_type(model_type).ok_or_else(|| Error::UnsupportedArch {
@@ -277,7 +304,12 @@ fn read_rope_scaling(f: &Fields) -> Result<RopeScaling> {
             mscale_all_dim: sub.opt_f64("mscale_all_dim")?,
             attention_factor: sub.opt_f64("attention_factor")?,
         },
-        other => return Err(sub.err("rope_scaling.rope_type", &format!("unsupported rope type '{other}' (supported: default, linear, dynamic, llama3, yarn)"))),
+        other => {
+            return Err(sub.err(
+                "rope_scaling.rope_type",
+                &format!("unsupported rope type '{other}' (supported: default, linear, dynamic, llama3, yarn)"),
+            ))
+        }
     })
 }
 
@@ -370,7 +402,14 @@ impl ModelConfig {
                 m.set(k("rope.scaling.type"), Value::String("linear".into()));
                 m.set(k("rope.scaling.factor"), Value::F32(*factor as f32));
             }
-            RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, attention_factor, .. } => {
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                ..
+            } => {
                 m.set(k("rope.scaling.type"), Value::String("yarn".into()));
                 m.set(k("rope.scaling.factor"), Value::F32(*factor as f32));
                 m.set(k("rope.scaling.original_context_length"), u32_of(*original_max_position_embeddings));
@@ -441,8 +480,13 @@ impl GgufFields<'_> {
     fn opt_u64(&self, s: &str) -> Result<Option<u64>> {
         match self.meta.get(&self.key(s)) {
             None => Ok(None),
-            Some(Value::Array(a)) => Err(self.err(s, &format!("per-layer arrays ({} entries) are not supported", a.len()))),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.err(s, &format!("expected an unsigned integer, found {}", v.type_label()))),
+            Some(Value::Array(a)) => {
+                Err(self.err(s, &format!("per-layer arrays ({} entries) are not supported", a.len())))
+            }
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.err(s, &format!("expected an unsigned integer, found {}", v.type_label()))),
         }
     }
     fn u64(&self, s: &str) -> Result<u64> {
@@ -452,7 +496,9 @@ impl GgufFields<'_> {
         match self.meta.get(&self.key(s)) {
             None => Ok(None),
             Some(Value::F32(v)) => Ok(Some(f32_to_f64_decimal(*v))),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(s, &format!("expected a float, found {}", v.type_label()))),
+            Some(v) => {
+                v.as_f64().map(Some).ok_or_else(|| self.err(s, &format!("expected a float, found {}", v.type_label())))
+            }
         }
     }
 }
@@ -477,7 +523,13 @@ impl ModelConfig {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
-            "deepseek2" => if f.opt_u64("attention.q_lora_rank")?.is_some() { Arch::DeepseekV3 } else { Arch::DeepseekV2 },
+            "deepseek2" => {
+                if f.opt_u64("attention.q_lora_rank")?.is_some() {
+                    Arch::DeepseekV3
+                } else {
+                    Arch::DeepseekV2
+                }
+            }
             _ => return Err(unsupported()),
         };
         let heads = f.u64("attention.head_count")?;
@@ -500,7 +552,11 @@ impl ModelConfig {
             intermediate_size: f.u64("feed_forward_length")?,
             num_hidden_layers: f.u64("block_count")?,
             num_attention_heads: heads,
-            num_key_value_heads: if arch.is_deepseek() { heads } else { f.opt_u64("attention.head_count_kv")?.unwrap_or(heads) },
+            num_key_value_heads: if arch.is_deepseek() {
+                heads
+            } else {
+                f.opt_u64("attention.head_count_kv")?.unwrap_or(heads)
+            },
             head_dim,
             explicit_head_dim: mla.is_none() && key_length.is_some() && key_length != Some(hidden / heads),
             max_position_embeddings: f.u64("context_length")?,
@@ -541,7 +597,12 @@ fn gguf_moe(f: &GgufFields) -> Result<Option<Moe>> {
     let scoring = match f.opt_u64("expert_gating_func")? {
         Some(2) => Scoring::Sigmoid,
         None | Some(1) => Scoring::Softmax,
-        Some(other) => return Err(f.err("expert_gating_func", &format!("unsupported gating function {other} (supported: 1 softmax, 2 sigmoid)"))),
+        Some(other) => {
+            return Err(f.err(
+                "expert_gating_func",
+                &format!("unsupported gating function {other} (supported: 1 softmax, 2 sigmoid)"),
+            ))
+        }
     };
     Ok(Some(Moe {
         n_routed_experts: n,
@@ -561,7 +622,9 @@ fn gguf_moe(f: &GgufFields) -> Result<Option<Moe>> {
 
 fn gguf_rope_scaling(f: &GgufFields, arch: Arch) -> Result<RopeScaling> {
     let kind = f.meta.get(&f.key("rope.scaling.type")).and_then(Value::as_str).unwrap_or("none");
-    let factor = || f.opt_f64("rope.scaling.factor")?.ok_or_else(|| f.err("rope.scaling.factor", "required for this scaling type"));
+    let factor = || {
+        f.opt_f64("rope.scaling.factor")?.ok_or_else(|| f.err("rope.scaling.factor", "required for this scaling type"))
+    };
     Ok(match kind {
         "none" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: factor()? },
@@ -579,7 +642,9 @@ fn gguf_rope_scaling(f: &GgufFields, arch: Arch) -> Result<RopeScaling> {
                 attention_factor: f.opt_f64("rope.scaling.yarn_attn_factor")?,
             }
         }
-        other => return Err(f.err("rope.scaling.type", &format!("unsupported '{other}' (supported: none, linear, yarn)"))),
+        other => {
+            return Err(f.err("rope.scaling.type", &format!("unsupported '{other}' (supported: none, linear, yarn)")))
+        }
     })
 }
 
@@ -617,7 +682,11 @@ impl ModelConfig {
         if !matches!(self.arch, Arch::Qwen2) {
             c.insert("attention_bias".into(), json!(self.attention_bias));
         }
-        for (k, v) in [("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id), ("pad_token_id", self.pad_token_id)] {
+        for (k, v) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
             if let Some(v) = v {
                 c.insert(k.into(), json!(v));
             }
@@ -635,16 +704,32 @@ impl ModelConfig {
             RopeScaling::None => return None,
             RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
             RopeScaling::Dynamic { factor } => json!({"rope_type": "dynamic", "factor": factor}),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => json!({
-                "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
-                "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_max_position_embeddings,
-            }),
-            RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, mscale, mscale_all_dim, attention_factor } => {
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                json!({
+                    "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+                    "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_max_position_embeddings,
+                })
+            }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                mscale,
+                mscale_all_dim,
+                attention_factor,
+            } => {
                 let mut m = Map::new();
                 m.insert("rope_type".into(), json!("yarn"));
                 m.insert("factor".into(), json!(factor));
                 m.insert("original_max_position_embeddings".into(), json!(original_max_position_embeddings));
-                for (k, v) in [("beta_fast", beta_fast), ("beta_slow", beta_slow), ("mscale", mscale), ("mscale_all_dim", mscale_all_dim), ("attention_factor", attention_factor)] {
+                for (k, v) in [
+                    ("beta_fast", beta_fast),
+                    ("beta_slow", beta_slow),
+                    ("mscale", mscale),
+                    ("mscale_all_dim", mscale_all_dim),
+                    ("attention_factor", attention_factor),
+                ] {
                     if let Some(v) = v {
                         m.insert(k.into(), json!(v));
                     }

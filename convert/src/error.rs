@@ -40,7 +40,9 @@ pub enum Error {
     SafetensorsHeader { path: PathBuf, detail: String },
     #[error("{path}: tensor '{tensor}': unknown dtype '{dtype}' (expected one of {expected})")]
     UnknownDType { path: PathBuf, tensor: String, dtype: String, expected: String },
-    #[error("{path}: tensor '{tensor}': {nbytes} data bytes do not match shape {shape:?} of {dtype} (expected {expected})")]
+    #[error(
+        "{path}: tensor '{tensor}': {nbytes} data bytes do not match shape {shape:?} of {dtype} (expected {expected})"
+    )]
     SizeMismatch { path: PathBuf, tensor: String, shape: Vec<u64>, dtype: String, nbytes: u64, expected: u64 },
     #[error("{path}: invalid shard index: {detail}")]
     ShardIndex { path: PathBuf, detail: String },

@@ -102,10 +102,7 @@ impl GgmlType {
 
     /// Looks up a type by its ggml name (`"Q4_K"`), case-insensitive.
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        GGML_TYPES
-            .iter()
-            .find(|t| t.name.eq_ignore_ascii_case(name))
-            .map(|t| GgmlType(t.id))
+        GGML_TYPES.iter().find(|t| t.name.eq_ignore_ascii_case(name)).map(|t| GgmlType(t.id))
     }
 
     /// The ggml type that stores a dense dtype, if ggml has one.

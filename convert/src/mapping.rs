@@ -50,11 +50,8 @@ const LAYER_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Routed experts: (HF projection, stacked GGUF suffix).
-const EXPERT_NAMES: &[(&str, &str)] = &[
-    ("gate_proj", "ffn_gate_exps.weight"),
-    ("up_proj", "ffn_up_exps.weight"),
-    ("down_proj", "ffn_down_exps.weight"),
-];
+const EXPERT_NAMES: &[(&str, &str)] =
+    &[("gate_proj", "ffn_gate_exps.weight"), ("up_proj", "ffn_up_exps.weight"), ("down_proj", "ffn_down_exps.weight")];
 
 /// One tensor of a planned output.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,7 +72,10 @@ fn layer_of<'a>(name: &'a str, prefix: &str) -> Option<(u64, &'a str)> {
 
 /// llama.cpp keeps these F32 whatever the output type (`prepare_tensors`, formats.md §3.6).
 fn gguf_keeps_f32(gguf_name: &str, shape: &[u64]) -> bool {
-    shape.len() <= 1 || gguf_name.ends_with("_norm.weight") || !gguf_name.ends_with(".weight") || gguf_name.contains("ffn_gate_inp")
+    shape.len() <= 1
+        || gguf_name.ends_with("_norm.weight")
+        || !gguf_name.ends_with(".weight")
+        || gguf_name.contains("ffn_gate_inp")
 }
 
 /// Orders outputs as model files usually are: embeddings, layers by index, then the head.
@@ -155,7 +155,10 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             continue;
         }
         let Some((n, rest)) = layer_of(&t.name, "model.layers.") else {
-            return Err(Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type) });
+            return Err(Error::UnmappedTensor {
+                tensor: t.name.clone(),
+                detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type),
+            });
         };
         if n >= cfg.num_hidden_layers {
             continue; // MTP / NextN layers: llama.cpp skips them (formats.md §3.4)
@@ -166,7 +169,10 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             continue;
         }
         let Some(&(_, g)) = LAYER_NAMES.iter().find(|(h, _)| *h == rest) else {
-            return Err(Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type) });
+            return Err(Error::UnmappedTensor {
+                tensor: t.name.clone(),
+                detail: format!("no GGUF name for this tensor in a {} model", cfg.arch.info().model_type),
+            });
         };
         let name = format!("blk.{n}.{g}");
         match g {
@@ -180,7 +186,10 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             }
             "attn_q.weight" | "attn_q.bias" | "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
                 if fp8.contains_key(&i) {
-                    return Err(Error::Unsupported(format!("tensor '{}': FP8 Q/K weights of a llama-arch model", t.name)));
+                    return Err(Error::Unsupported(format!(
+                        "tensor '{}': FP8 Q/K weights of a llama-arch model",
+                        t.name
+                    )));
                 }
                 let n_head = if g.starts_with("attn_q") { cfg.num_attention_heads } else { cfg.num_key_value_heads };
                 push(name, t.shape.clone(), Op::PermuteRows { src: i, n_head });
@@ -216,16 +225,24 @@ fn stack_experts(
         let missing: Vec<u64> = (0..n_exp).filter(|e| !by_e.contains_key(e)).collect();
         if !missing.is_empty() || by_e.len() as u64 != n_exp {
             return Err(Error::MissingTensor {
-                tensor: format!("model.layers.{n}.mlp.experts.{}.{proj}.weight", missing.first().copied().unwrap_or(n_exp)),
+                tensor: format!(
+                    "model.layers.{n}.mlp.experts.{}.{proj}.weight",
+                    missing.first().copied().unwrap_or(n_exp)
+                ),
                 why: format!("stacking {n_exp} routed experts (n_routed_experts) of layer {n}"),
             });
         }
         if by_e.values().any(|i| fp8.contains_key(i)) {
-            return Err(Error::Unsupported(format!("FP8 routed experts in layer {n}: convert to bf16 first (recast convert --to safetensors --dtype bf16)")));
+            return Err(Error::Unsupported(format!(
+                "FP8 routed experts in layer {n}: convert to bf16 first (recast convert --to safetensors --dtype bf16)"
+            )));
         }
         let idx: Vec<usize> = by_e.values().copied().collect();
         if idx.iter().any(|&i| ck.tensors[i].shape != first.shape || ck.tensors[i].storage != first.storage) {
-            return Err(Error::UnmappedTensor { tensor: first.name.clone(), detail: format!("experts of layer {n} differ in shape or dtype") });
+            return Err(Error::UnmappedTensor {
+                tensor: first.name.clone(),
+                detail: format!("experts of layer {n} differ in shape or dtype"),
+            });
         }
         let g = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap().1;
         let mut shape = vec![n_exp];
@@ -242,19 +259,30 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
     for (i, t) in ck.tensors.iter().enumerate() {
         let dtype = float_out(t, target, false);
         if t.name == "rope_freqs.weight" {
-            return Err(Error::Unsupported("rope_freqs.weight (llama3-style RoPE scaling) cannot be turned back into an HF rope_scaling config".into()));
+            return Err(Error::Unsupported(
+                "rope_freqs.weight (llama3-style RoPE scaling) cannot be turned back into an HF rope_scaling config"
+                    .into(),
+            ));
         }
         if let Some(&(h, _)) = GLOBAL_NAMES.iter().find(|(_, g)| *g == t.name) {
             outs.push(OutTensor { name: h.into(), shape: t.shape.clone(), dtype, op: Op::Copy(i) });
             continue;
         }
-        let unmapped = || Error::UnmappedTensor { tensor: t.name.clone(), detail: format!("no HF name for this tensor in a {} model", cfg.arch.info().gguf_arch) };
+        let unmapped = || Error::UnmappedTensor {
+            tensor: t.name.clone(),
+            detail: format!("no HF name for this tensor in a {} model", cfg.arch.info().gguf_arch),
+        };
         let (n, rest) = layer_of(&t.name, "blk.").ok_or_else(unmapped)?;
         let hf = |s: &str| format!("model.layers.{n}.{s}");
         if let Some(&(proj, _)) = EXPERT_NAMES.iter().find(|(_, g)| *g == rest) {
             let e_count = t.shape.first().copied().unwrap_or(0);
             for e in 0..e_count {
-                outs.push(OutTensor { name: hf(&format!("mlp.experts.{e}.{proj}.weight")), shape: t.shape[1..].to_vec(), dtype, op: Op::Unstack { src: i, index: e } });
+                outs.push(OutTensor {
+                    name: hf(&format!("mlp.experts.{e}.{proj}.weight")),
+                    shape: t.shape[1..].to_vec(),
+                    dtype,
+                    op: Op::Unstack { src: i, index: e },
+                });
             }
             continue;
         }
@@ -262,22 +290,34 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
             "attn_v_b.weight" => continue, // consumed with attn_k_b
             "attn_k_b.weight" => {
                 let m = cfg.mla.as_ref().ok_or_else(unmapped)?;
-                let v = *by_name.get(format!("blk.{n}.attn_v_b.weight").as_str()).ok_or_else(|| Error::MissingTensor {
-                    tensor: format!("blk.{n}.attn_v_b.weight"),
-                    why: format!("rebuilding model.layers.{n}.self_attn.kv_b_proj.weight with blk.{n}.attn_k_b.weight"),
-                })?;
+                let v =
+                    *by_name.get(format!("blk.{n}.attn_v_b.weight").as_str()).ok_or_else(|| Error::MissingTensor {
+                        tensor: format!("blk.{n}.attn_v_b.weight"),
+                        why: format!(
+                            "rebuilding model.layers.{n}.self_attn.kv_b_proj.weight with blk.{n}.attn_k_b.weight"
+                        ),
+                    })?;
                 let lora = t.shape.get(1).copied().unwrap_or(0);
                 let h = cfg.num_attention_heads;
                 let op = Op::MergeKvB { k: i, v, n_head: h, nope: m.qk_nope_head_dim, v_head: m.v_head_dim };
-                outs.push(OutTensor { name: hf("self_attn.kv_b_proj.weight"), shape: vec![h * (m.qk_nope_head_dim + m.v_head_dim), lora], dtype, op });
+                outs.push(OutTensor {
+                    name: hf("self_attn.kv_b_proj.weight"),
+                    shape: vec![h * (m.qk_nope_head_dim + m.v_head_dim), lora],
+                    dtype,
+                    op,
+                });
                 continue;
             }
             _ => {}
         }
         let &(h, g) = LAYER_NAMES.iter().find(|(_, g)| *g == rest).ok_or_else(unmapped)?;
         let op = match g {
-            "attn_q.weight" | "attn_q.bias" if cfg.arch.permutes_qk() => Op::UnpermuteRows { src: i, n_head: cfg.num_attention_heads },
-            "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => Op::UnpermuteRows { src: i, n_head: cfg.num_key_value_heads },
+            "attn_q.weight" | "attn_q.bias" if cfg.arch.permutes_qk() => {
+                Op::UnpermuteRows { src: i, n_head: cfg.num_attention_heads }
+            }
+            "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
+                Op::UnpermuteRows { src: i, n_head: cfg.num_key_value_heads }
+            }
             _ => Op::Copy(i),
         };
         outs.push(OutTensor { name: hf(h), shape: t.shape.clone(), dtype, op });
@@ -295,7 +335,12 @@ pub fn hf_to_hf(ck: &Checkpoint, target: DType, block: (u64, u64)) -> Vec<OutTen
         .iter()
         .enumerate()
         .filter(|(i, _)| !consumed.contains(i))
-        .map(|(i, t)| OutTensor { name: t.name.clone(), shape: t.shape.clone(), dtype: float_out(t, target, fp8.contains_key(&i)), op: read_op(i, &fp8, block) })
+        .map(|(i, t)| OutTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            dtype: float_out(t, target, fp8.contains_key(&i)),
+            op: read_op(i, &fp8, block),
+        })
         .collect();
     sort_outputs(&mut outs);
     outs

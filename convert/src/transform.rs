@@ -26,19 +26,44 @@ pub enum Op {
     Copy(usize),
     /// llama.cpp's `LlamaModel.permute`: per head of `2·half` rows,
     /// `new[h·D + 2j + i] = old[h·D + i·half + j]`.
-    PermuteRows { src: usize, n_head: u64 },
+    PermuteRows {
+        src: usize,
+        n_head: u64,
+    },
     /// The inverse of `PermuteRows`.
-    UnpermuteRows { src: usize, n_head: u64 },
+    UnpermuteRows {
+        src: usize,
+        n_head: u64,
+    },
     /// Concatenate along a new leading dimension (MoE experts).
     Stack(Vec<usize>),
     /// Slice `index` along the leading dimension.
-    Unstack { src: usize, index: u64 },
+    Unstack {
+        src: usize,
+        index: u64,
+    },
     /// Split `kv_b_proj` `[n_head·(nope+v), kv_lora]` into its K or V part.
-    SplitKvB { src: usize, n_head: u64, nope: u64, v_head: u64, part: KvPart },
+    SplitKvB {
+        src: usize,
+        n_head: u64,
+        nope: u64,
+        v_head: u64,
+        part: KvPart,
+    },
     /// The inverse: `attn_k_b` + `attn_v_b` → `kv_b_proj`.
-    MergeKvB { k: usize, v: usize, n_head: u64, nope: u64, v_head: u64 },
+    MergeKvB {
+        k: usize,
+        v: usize,
+        n_head: u64,
+        nope: u64,
+        v_head: u64,
+    },
     /// DeepSeek FP8: `w[i,j] = f32(q[i,j]) · scale_inv[i/128, j/128]`.
-    Fp8Block { src: usize, scale_inv: usize, block: (u64, u64) },
+    Fp8Block {
+        src: usize,
+        scale_inv: usize,
+        block: (u64, u64),
+    },
 }
 
 impl Op {
@@ -102,8 +127,12 @@ pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> R
             let each = elems[0].bytes.len() / n.max(1) as usize;
             elems[0].bytes[*index as usize * each..(*index as usize + 1) * each].to_vec()
         }
-        Op::SplitKvB { n_head, nope, v_head, part, .. } => split_kv_b(inputs[0], &elems[0].bytes, esize, *n_head, *nope, *v_head, *part)?,
-        Op::MergeKvB { n_head, nope, v_head, .. } => merge_kv_b(inputs[0], &elems[0].bytes, &elems[1].bytes, esize, *n_head, *nope, *v_head)?,
+        Op::SplitKvB { n_head, nope, v_head, part, .. } => {
+            split_kv_b(inputs[0], &elems[0].bytes, esize, *n_head, *nope, *v_head, *part)?
+        }
+        Op::MergeKvB { n_head, nope, v_head, .. } => {
+            merge_kv_b(inputs[0], &elems[0].bytes, &elems[1].bytes, esize, *n_head, *nope, *v_head)?
+        }
         Op::Fp8Block { .. } => unreachable!(),
     };
     cast(dtype, &arranged, out, buf);
@@ -134,7 +163,8 @@ fn permute_rows(t: &TensorInfo, bytes: &[u8], esize: usize, n_head: u64, inverse
             for j in 0..half {
                 let (new, old) = (h * d + 2 * j + i, h * d + i * half + j);
                 let (dst, src) = if inverse { (old, new) } else { (new, old) };
-                out[dst * row_bytes..(dst + 1) * row_bytes].copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
             }
         }
     }
@@ -142,13 +172,24 @@ fn permute_rows(t: &TensorInfo, bytes: &[u8], esize: usize, n_head: u64, inverse
     Ok(out)
 }
 
-fn split_kv_b(t: &TensorInfo, bytes: &[u8], esize: usize, n_head: u64, nope: u64, v_head: u64, part: KvPart) -> Result<Vec<u8>> {
+fn split_kv_b(
+    t: &TensorInfo,
+    bytes: &[u8],
+    esize: usize,
+    n_head: u64,
+    nope: u64,
+    v_head: u64,
+    part: KvPart,
+) -> Result<Vec<u8>> {
     let (rows, lora) = match t.shape[..] {
         [r, c] => (r, c as usize),
         _ => return Err(shape_err(t, format!("expected a 2-D kv_b_proj, got shape {:?}", t.shape))),
     };
     if rows != n_head * (nope + v_head) {
-        return Err(shape_err(t, format!("{rows} rows, expected n_head·(qk_nope+v_head) = {}", n_head * (nope + v_head))));
+        return Err(shape_err(
+            t,
+            format!("{rows} rows, expected n_head·(qk_nope+v_head) = {}", n_head * (nope + v_head)),
+        ));
     }
     let (nope, per) = (nope as usize, (nope + v_head) as usize);
     let row = lora * esize;
@@ -170,11 +211,24 @@ fn split_kv_b(t: &TensorInfo, bytes: &[u8], esize: usize, n_head: u64, nope: u64
     Ok(out)
 }
 
-fn merge_kv_b(k: &TensorInfo, kb: &[u8], vb: &[u8], esize: usize, n_head: u64, nope: u64, v_head: u64) -> Result<Vec<u8>> {
+fn merge_kv_b(
+    k: &TensorInfo,
+    kb: &[u8],
+    vb: &[u8],
+    esize: usize,
+    n_head: u64,
+    nope: u64,
+    v_head: u64,
+) -> Result<Vec<u8>> {
     // k: [n_head, lora, nope]; v: [n_head, v_head, lora]
     let lora = match k.shape[..] {
         [h, l, n] if h == n_head && n == nope => l as usize,
-        _ => return Err(shape_err(k, format!("expected attn_k_b of shape [{n_head}, kv_lora_rank, {nope}], got {:?}", k.shape))),
+        _ => {
+            return Err(shape_err(
+                k,
+                format!("expected attn_k_b of shape [{n_head}, kv_lora_rank, {nope}], got {:?}", k.shape),
+            ))
+        }
     };
     let (nope, v_head) = (nope as usize, v_head as usize);
     if vb.len() != n_head as usize * v_head * lora * esize {
@@ -194,14 +248,27 @@ fn merge_kv_b(k: &TensorInfo, kb: &[u8], vb: &[u8], esize: usize, n_head: u64, n
     Ok(out)
 }
 
-fn fp8_block(ck: &Checkpoint, w: &TensorInfo, s: &TensorInfo, block: (u64, u64), out: DType, buf: &mut Vec<u8>) -> Result<()> {
+fn fp8_block(
+    ck: &Checkpoint,
+    w: &TensorInfo,
+    s: &TensorInfo,
+    block: (u64, u64),
+    out: DType,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     let (rows, cols) = match w.shape[..] {
         [r, c] => (r, c),
         _ => return Err(shape_err(w, format!("FP8 block weights must be 2-D, got {:?}", w.shape))),
     };
     let want = vec![rows.div_ceil(block.0), cols.div_ceil(block.1)];
     if s.shape != want || s.storage != Storage::Dense(DType::F32) {
-        return Err(shape_err(s, format!("expected F32 scale_inv of shape {want:?} for '{}' {:?}, got {} {:?}", w.name, w.shape, s.storage, s.shape)));
+        return Err(shape_err(
+            s,
+            format!(
+                "expected F32 scale_inv of shape {want:?} for '{}' {:?}, got {} {:?}",
+                w.name, w.shape, s.storage, s.shape
+            ),
+        ));
     }
     let (mut x, mut sc) = (Vec::new(), Vec::new());
     ck.read_f32(w, &mut x)?;

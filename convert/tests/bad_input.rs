@@ -26,7 +26,8 @@ fn open_st(header: &str, data_len: usize) -> Result<Checkpoint, Error> {
 
 #[test]
 fn st_valid_file_opens() {
-    let ck = open_st(r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#, 16).unwrap();
+    let ck = open_st(r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#, 16)
+        .unwrap();
     assert_eq!(ck.tensors.len(), 1);
     assert_eq!(ck.st_metadata["format"], "pt");
 }
@@ -123,14 +124,21 @@ fn st_unknown_dtype() {
 fn st_invalid_json_and_non_string_metadata() {
     assert!(matches!(open_st(r#"{"a":{"dtype":"F32""#, 0), Err(Error::SafetensorsHeader { .. })));
     assert!(matches!(open_st(r#"{"__metadata__":{"format":1}}"#, 0), Err(Error::SafetensorsHeader { .. })));
-    assert!(matches!(open_st(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}"#, 4), Err(Error::SafetensorsHeader { .. })));
+    assert!(matches!(
+        open_st(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}"#, 4),
+        Err(Error::SafetensorsHeader { .. })
+    ));
 }
 
 // ---- sharded directories ------------------------------------------------------------
 
 fn sharded_dir(index: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "model-00001-of-00001.safetensors", &st_bytes(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 4));
+    write(
+        dir.path(),
+        "model-00001-of-00001.safetensors",
+        &st_bytes(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 4),
+    );
     write(dir.path(), "model.safetensors.index.json", index.as_bytes());
     dir
 }
@@ -371,7 +379,8 @@ fn config_missing_required_field() {
 
 #[test]
 fn config_wrong_type() {
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("llama/config.json")).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("llama/config.json")).unwrap()).unwrap();
     v["num_hidden_layers"] = serde_json::json!("two");
     let e = recast_convert::ModelConfig::from_hf_json(Path::new("config.json"), &v).unwrap_err();
     assert!(matches!(e, Error::ConfigKey { ref key, .. } if key == "num_hidden_layers"));
@@ -380,7 +389,10 @@ fn config_wrong_type() {
 #[test]
 fn config_unsupported_architecture() {
     let v = serde_json::json!({"model_type": "gpt_neox"});
-    assert!(matches!(recast_convert::ModelConfig::from_hf_json(Path::new("config.json"), &v), Err(Error::UnsupportedArch { .. })));
+    assert!(matches!(
+        recast_convert::ModelConfig::from_hf_json(Path::new("config.json"), &v),
+        Err(Error::UnsupportedArch { .. })
+    ));
 }
 
 #[test]

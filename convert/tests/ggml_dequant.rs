@@ -29,38 +29,25 @@ struct Fixture {
 
 fn read(name: &str) -> Vec<u8> {
     let path = fixture_dir().join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; regenerate: {REGENERATE}", path.display()))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; regenerate: {REGENERATE}", path.display()))
 }
 
 fn load(entry: &Value) -> Fixture {
     let name = entry["type"].as_str().expect("manifest type");
     let stem = entry["stem"].as_str().expect("manifest stem");
     let ty = GgmlType::from_name(name).unwrap_or_else(|| panic!("unknown ggml type {name}"));
-    let expected = read(&format!("{stem}.f32"))
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let expected =
+        read(&format!("{stem}.f32")).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     let labels = match entry["block_labels"].as_array() {
         Some(l) => l.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
         None => Vec::new(),
     };
-    Fixture {
-        ty,
-        blocks: read(&format!("{stem}.bin")),
-        expected,
-        labels,
-    }
+    Fixture { ty, blocks: read(&format!("{stem}.bin")), expected, labels }
 }
 
 fn fixtures() -> Vec<Fixture> {
     let manifest: Value = serde_json::from_slice(&read("manifest.json")).expect("manifest JSON");
-    manifest["types"]
-        .as_array()
-        .expect("manifest types")
-        .iter()
-        .map(load)
-        .collect()
+    manifest["types"].as_array().expect("manifest types").iter().map(load).collect()
 }
 
 /// Bit equality, with every NaN equal to every NaN.
@@ -73,9 +60,7 @@ fn every_type_matches_the_reference_bit_for_bit() {
     for f in fixtures() {
         let mut got = vec![f32::from_bits(0x7FC0_DEAD); f.expected.len()];
         dequantize(f.ty, &f.blocks, &mut got);
-        let bad: Vec<usize> = (0..got.len())
-            .filter(|&i| !same(got[i], f.expected[i]))
-            .collect();
+        let bad: Vec<usize> = (0..got.len()).filter(|&i| !same(got[i], f.expected[i])).collect();
         if let Some(&i) = bad.first() {
             let block = i / f.ty.block_size() as usize;
             let label = f.labels.get(block).map_or("", String::as_str);
@@ -98,39 +83,17 @@ fn every_type_matches_the_reference_bit_for_bit() {
 #[test]
 fn fixtures_cover_exactly_the_supported_types() {
     let fixture_ids: BTreeSet<u32> = fixtures().iter().map(|f| f.ty.0).collect();
-    let supported: BTreeSet<u32> = GGML_TYPES
-        .iter()
-        .map(|t| t.id)
-        .filter(|&id| can_dequantize(GgmlType(id)))
-        .collect();
-    assert_eq!(
-        fixture_ids, supported,
-        "type ids with fixtures vs. supported type ids"
-    );
+    let supported: BTreeSet<u32> = GGML_TYPES.iter().map(|t| t.id).filter(|&id| can_dequantize(GgmlType(id))).collect();
+    assert_eq!(fixture_ids, supported, "type ids with fixtures vs. supported type ids");
 }
 
 #[test]
 fn quantized_fixtures_hold_the_edge_blocks() {
-    let edges = [
-        "all_zero",
-        "max_codes",
-        "min_codes",
-        "subnormal_scales",
-        "inf_nan_scales",
-    ];
+    let edges = ["all_zero", "max_codes", "min_codes", "subnormal_scales", "inf_nan_scales"];
     for f in fixtures().iter().filter(|f| f.ty.is_quantized()) {
         for edge in edges {
-            assert!(
-                f.labels.iter().any(|l| l == edge),
-                "{}: no {edge} block",
-                f.ty
-            );
+            assert!(f.labels.iter().any(|l| l == edge), "{}: no {edge} block", f.ty);
         }
-        assert_eq!(
-            f.labels.len() * f.ty.type_size() as usize,
-            f.blocks.len(),
-            "{}",
-            f.ty
-        );
+        assert_eq!(f.labels.len() * f.ty.type_size() as usize, f.blocks.len(), "{}", f.ty);
     }
 }

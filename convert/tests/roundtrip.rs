@@ -27,7 +27,14 @@ fn value() -> impl Strategy<Value = Value> {
 
 /// (ggml type, row-major shape) pairs whose rows are whole blocks.
 fn tensor() -> impl Strategy<Value = (GgmlType, Vec<u64>)> {
-    let ty = prop::sample::select(vec![GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType(24)]);
+    let ty = prop::sample::select(vec![
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType(24),
+    ]);
     (ty, prop::collection::vec(1u64..4, 0..3), 1u64..3).prop_map(|(t, mut outer, blocks)| {
         outer.push(blocks * t.block_size() as u64);
         (t, outer)
@@ -92,7 +99,8 @@ fn safetensors_sharding_follows_hf_rule() {
     // 3 tensors of 40 bytes with a 100-byte limit: [a, b] then [c].
     let specs = ["a", "b", "c"].iter().map(|n| (n.to_string(), DType::F32, vec![10])).collect();
     let plan = SafetensorsPlan::new(specs, Some(100), &BTreeMap::new()).unwrap();
-    let names: Vec<Vec<&str>> = plan.shards.iter().map(|s| s.tensors.iter().map(|t| t.name.as_str()).collect()).collect();
+    let names: Vec<Vec<&str>> =
+        plan.shards.iter().map(|s| s.tensors.iter().map(|t| t.name.as_str()).collect()).collect();
     assert_eq!(names, vec![vec!["a", "b"], vec!["c"]]);
     assert_eq!(plan.shards[0].file_name, "model-00001-of-00002.safetensors");
     let idx = plan.index_json();
@@ -104,7 +112,11 @@ fn safetensors_sharding_follows_hf_rule() {
 fn gguf_reads_like_gguf_py_layout() {
     // gguf-py lists a torch [3, 64] F32 tensor as dims [64, 3]; data starts 32-aligned and the
     // file ends padded (formats.md §2.1). Our writer must produce the same layout rules.
-    let plan = GgufPlan::new(Metadata::new(), vec![("a".into(), vec![3, 64], GgmlType::F32), ("b".into(), vec![5], GgmlType::F32)]).unwrap();
+    let plan = GgufPlan::new(
+        Metadata::new(),
+        vec![("a".into(), vec![3, 64], GgmlType::F32), ("b".into(), vec![5], GgmlType::F32)],
+    )
+    .unwrap();
     assert_eq!(plan.tensors[1].offset, 768);
     assert_eq!(plan.file_size() % 32, 0);
 }

@@ -15,9 +15,7 @@ pub const BLOCK_BYTES: usize = 18;
 const _: () = assert!(BLOCK_BYTES == 2 + QK / 2);
 
 /// ggml `kvalues_iq4nl` (`ggml-common.h`).
-const KVALUES: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
+const KVALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 pub fn dequantize_block(block: &[u8; BLOCK_BYTES], out: &mut [f32; QK]) {
     let d = f16_at(block, 0);

@@ -93,31 +93,15 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     let decode = decoder(ty).unwrap_or_else(|| panic!("{ty}: no dequantizer"));
     let (qk, bytes) = (ty.block_size() as usize, ty.type_size() as usize);
-    assert_eq!(
-        dst.len() % qk,
-        0,
-        "{ty}: {} elements is not whole blocks of {qk}",
-        dst.len()
-    );
-    assert_eq!(
-        src.len(),
-        dst.len() / qk * bytes,
-        "{ty}: byte length does not match"
-    );
+    assert_eq!(dst.len() % qk, 0, "{ty}: {} elements is not whole blocks of {qk}", dst.len());
+    assert_eq!(src.len(), dst.len() / qk * bytes, "{ty}: byte length does not match");
     decode(src, dst);
 }
 
 /// Applies a block codec to each of the blocks in `src`, writing `Q` elements per block.
-fn each_block<const B: usize, const Q: usize>(
-    src: &[u8],
-    dst: &mut [f32],
-    block: fn(&[u8; B], &mut [f32; Q]),
-) {
+fn each_block<const B: usize, const Q: usize>(src: &[u8], dst: &mut [f32], block: fn(&[u8; B], &mut [f32; Q])) {
     for (b, out) in src.chunks_exact(B).zip(dst.chunks_exact_mut(Q)) {
-        block(
-            b.try_into().expect("chunk of B bytes"),
-            out.try_into().expect("chunk of Q"),
-        );
+        block(b.try_into().expect("chunk of B bytes"), out.try_into().expect("chunk of Q"));
     }
 }
 
@@ -142,15 +126,11 @@ mod tests {
 
     #[test]
     fn supported_types_from_the_table() {
-        let names: Vec<&str> = GGML_TYPES
-            .iter()
-            .map(|t| GgmlType(t.id))
-            .filter(|&t| can_dequantize(t))
-            .map(GgmlType::name)
-            .collect();
+        let names: Vec<&str> =
+            GGML_TYPES.iter().map(|t| GgmlType(t.id)).filter(|&t| can_dequantize(t)).map(GgmlType::name).collect();
         let want = [
-            "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
-            "Q6_K", "IQ4_NL", "BF16", "MXFP4",
+            "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+            "BF16", "MXFP4",
         ];
         assert_eq!(names, want);
         assert!(!can_dequantize(GgmlType(4)), "removed Q4_2");
@@ -193,10 +173,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "no dequantizer")]
     fn rejects_unsupported_type() {
-        dequantize(
-            GgmlType::from_name("IQ2_XXS").unwrap(),
-            &[0u8; 66],
-            &mut [0f32; 256],
-        );
+        dequantize(GgmlType::from_name("IQ2_XXS").unwrap(), &[0u8; 66], &mut [0f32; 256]);
     }
 }

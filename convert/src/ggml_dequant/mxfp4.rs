@@ -20,11 +20,7 @@ const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -
 
 /// `2^(e - 128)` built from bits, as ggml's `ggml_e8m0_to_fp32_half` (e < 2 is subnormal).
 fn e8m0_half(e: u8) -> f32 {
-    let bits = if e < 2 {
-        0x0020_0000u32 << e
-    } else {
-        ((e - 1) as u32) << 23
-    };
+    let bits = if e < 2 { 0x0020_0000u32 << e } else { ((e - 1) as u32) << 23 };
     f32::from_bits(bits)
 }
 

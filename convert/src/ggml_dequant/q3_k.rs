@@ -27,11 +27,7 @@ const _: () = assert!(BLOCK_BYTES == QK / 8 + QK / 4 + 12 + 2);
 
 /// The signed scale `u_s - 32` of sub-block `s` from the 12 packed scale bytes.
 fn scale(scales: &[u8], s: usize) -> i32 {
-    let low = if s < 8 {
-        scales[s] & 0xF
-    } else {
-        scales[s - 8] >> 4
-    };
+    let low = if s < 8 { scales[s] & 0xF } else { scales[s - 8] >> 4 };
     let high = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
     (low | high << 4) as i32 - 32
 }
@@ -79,9 +75,7 @@ mod tests {
 
     #[test]
     fn hand_packed_block() {
-        let scales = [
-            -32, -1, 0, 1, 31, 17, -17, 5, -5, 16, -16, 30, -30, 9, 12, -20,
-        ];
+        let scales = [-32, -1, 0, 1, 31, 17, -17, 5, -5, 16, -16, 30, -30, 9, 12, -20];
         let codes: [u8; QK] = std::array::from_fn(|i| ((i * 5 + i / 32) % 8) as u8);
         let b = pack(scales, &codes, 0.5);
         let mut out = [f32::NAN; QK];

@@ -51,8 +51,7 @@ mod tests {
                 let c = |k: usize| codes[128 * h + l + k];
                 b[64 * h + l] = c(0) & 0xF | (c(64) & 0xF) << 4;
                 b[64 * h + l + 32] = c(32) & 0xF | (c(96) & 0xF) << 4;
-                b[128 + 32 * h + l] =
-                    c(0) >> 4 | (c(32) >> 4) << 2 | (c(64) >> 4) << 4 | (c(96) >> 4) << 6;
+                b[128 + 32 * h + l] = c(0) >> 4 | (c(32) >> 4) << 2 | (c(64) >> 4) << 4 | (c(96) >> 4) << 6;
             }
         }
         for (s, &v) in scales.iter().enumerate() {
@@ -64,9 +63,7 @@ mod tests {
 
     #[test]
     fn hand_packed_block() {
-        let scales = [
-            -128, 127, 0, 1, -1, 64, -64, 3, 5, -7, 100, -100, 33, -33, 12, 77,
-        ];
+        let scales = [-128, 127, 0, 1, -1, 64, -64, 3, 5, -7, 100, -100, 33, -33, 12, 77];
         let codes: [u8; QK] = std::array::from_fn(|i| ((i * 13 + i / 16) % 64) as u8);
         let b = pack(scales, &codes, 0.0078125);
         let mut out = [f32::NAN; QK];

@@ -97,7 +97,8 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.count(what, 1, MAX_LEN, "ggml GGUF_MAX_STRING_LENGTH")?;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| Error::GgufUtf8 { path: self.path.to_path_buf(), key: what.to_string() })
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::GgufUtf8 { path: self.path.to_path_buf(), key: what.to_string() })
     }
 }
 
@@ -139,12 +140,20 @@ macro_rules! read_vec {
 
 fn read_value(c: &mut Cursor, key: &str) -> Result<Value> {
     let id = c.u32(key)?;
-    let t = ValueType::from_id(id).ok_or_else(|| Error::GgufValueType { path: path_buf(c.path), key: key.into(), type_id: id })?;
+    let t = ValueType::from_id(id).ok_or_else(|| Error::GgufValueType {
+        path: path_buf(c.path),
+        key: key.into(),
+        type_id: id,
+    })?;
     if t != ValueType::Array {
         return read_scalar(c, t, key);
     }
     let eid = c.u32(key)?;
-    let et = ValueType::from_id(eid).ok_or_else(|| Error::GgufValueType { path: path_buf(c.path), key: key.into(), type_id: eid })?;
+    let et = ValueType::from_id(eid).ok_or_else(|| Error::GgufValueType {
+        path: path_buf(c.path),
+        key: key.into(),
+        type_id: eid,
+    })?;
     if et == ValueType::Array {
         return Err(Error::GgufNestedArray { path: path_buf(c.path), key: key.into() });
     }
@@ -258,7 +267,13 @@ fn read_tensor_info(c: &mut Cursor) -> Result<RawInfo> {
 }
 
 /// Validates types, sizes and offsets, and turns ggml dims into row-major shapes.
-fn place_tensors(raw: Vec<RawInfo>, data_start: u64, alignment: u64, src: &ByteSource, index: usize) -> Result<Vec<TensorInfo>> {
+fn place_tensors(
+    raw: Vec<RawInfo>,
+    data_start: u64,
+    alignment: u64,
+    src: &ByteSource,
+    index: usize,
+) -> Result<Vec<TensorInfo>> {
     let path = src.path();
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -283,7 +298,12 @@ fn place_tensors(raw: Vec<RawInfo>, data_start: u64, alignment: u64, src: &ByteS
         let nbytes = storage.nbytes(&shape).ok_or_else(|| Error::BadTensorInfo {
             path: path_buf(path),
             tensor: r.name.clone(),
-            detail: format!("row length {} is not a multiple of the {} block size {}", shape.last().copied().unwrap_or(1), ty, ty.block_size()),
+            detail: format!(
+                "row length {} is not a multiple of the {} block size {}",
+                shape.last().copied().unwrap_or(1),
+                ty,
+                ty.block_size()
+            ),
         })?;
         if r.offset % alignment != 0 {
             return Err(Error::BadOffsets {

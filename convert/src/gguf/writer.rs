@@ -164,7 +164,13 @@ where
         if buf.len() as u64 != t.nbytes {
             return Err(Error::TensorData {
                 tensor: t.name.clone(),
-                detail: format!("produced {} bytes, plan expects {} ({} {:?})", buf.len(), t.nbytes, t.ggml_type, t.shape),
+                detail: format!(
+                    "produced {} bytes, plan expects {} ({} {:?})",
+                    buf.len(),
+                    t.nbytes,
+                    t.ggml_type,
+                    t.shape
+                ),
             });
         }
         file.write_all(&buf)?;

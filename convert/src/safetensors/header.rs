@@ -104,19 +104,40 @@ pub fn read_header(src: &ByteSource, source_index: usize) -> Result<StHeader> {
     Ok(StHeader { metadata, tensors })
 }
 
-fn parse_tensor(path: &Path, name: String, value: serde_json::Value, data_start: u64, source: usize) -> Result<TensorInfo> {
-    let raw: RawTensor = serde_json::from_value(value).map_err(|e| header_err(path, format!("tensor '{name}': {e}")))?;
+fn parse_tensor(
+    path: &Path,
+    name: String,
+    value: serde_json::Value,
+    data_start: u64,
+    source: usize,
+) -> Result<TensorInfo> {
+    let raw: RawTensor =
+        serde_json::from_value(value).map_err(|e| header_err(path, format!("tensor '{name}': {e}")))?;
     let dtype = DType::from_name(&raw.dtype).ok_or_else(|| Error::UnknownDType {
         path: path.to_path_buf(),
         tensor: name.clone(),
         dtype: raw.dtype.clone(),
         expected: DType::ALL.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
     })?;
-    let count = numel(&raw.shape).ok_or_else(|| Error::ShapeOverflow { path: path.to_path_buf(), tensor: name.clone(), shape: raw.shape.clone() })?;
-    let expected = dtype.nbytes(count).ok_or_else(|| Error::ShapeOverflow { path: path.to_path_buf(), tensor: name.clone(), shape: raw.shape.clone() })?;
+    let count = numel(&raw.shape).ok_or_else(|| Error::ShapeOverflow {
+        path: path.to_path_buf(),
+        tensor: name.clone(),
+        shape: raw.shape.clone(),
+    })?;
+    let expected = dtype.nbytes(count).ok_or_else(|| Error::ShapeOverflow {
+        path: path.to_path_buf(),
+        tensor: name.clone(),
+        shape: raw.shape.clone(),
+    })?;
     let (begin, end) = raw.data_offsets;
     if end < begin {
-        return Err(Error::BadOffsets { path: path.to_path_buf(), tensor: name, begin, end, problem: "ends before it begins".into() });
+        return Err(Error::BadOffsets {
+            path: path.to_path_buf(),
+            tensor: name,
+            begin,
+            end,
+            problem: "ends before it begins".into(),
+        });
     }
     if end - begin != expected {
         return Err(Error::SizeMismatch {
@@ -145,8 +166,18 @@ fn check_layout(path: &Path, tensors: &mut [TensorInfo], data_start: u64, file_l
     for t in tensors.iter() {
         let (begin, end) = (t.offset - data_start, t.offset - data_start + t.nbytes);
         if t.offset != cursor {
-            let problem = if t.offset < cursor { "overlaps the previous tensor" } else { "leaves a gap after the previous tensor" };
-            return Err(Error::BadOffsets { path: path.to_path_buf(), tensor: t.name.clone(), begin, end, problem: problem.into() });
+            let problem = if t.offset < cursor {
+                "overlaps the previous tensor"
+            } else {
+                "leaves a gap after the previous tensor"
+            };
+            return Err(Error::BadOffsets {
+                path: path.to_path_buf(),
+                tensor: t.name.clone(),
+                begin,
+                end,
+                problem: problem.into(),
+            });
         }
         cursor = t.offset.checked_add(t.nbytes).ok_or_else(|| Error::BadOffsets {
             path: path.to_path_buf(),

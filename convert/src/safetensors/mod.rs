@@ -78,13 +78,21 @@ fn is_plain_file_name(name: &str) -> bool {
 
 fn open_indexed(dir: &Path, index: &Path) -> Result<StFiles> {
     let text = std::fs::read(index).map_err(|e| Error::io(index, e))?;
-    let parsed: IndexFile = serde_json::from_slice(&text).map_err(|e| Error::ShardIndex { path: index.to_path_buf(), detail: e.to_string() })?;
-    let weight_map = parsed.weight_map.ok_or_else(|| Error::ShardIndex { path: index.to_path_buf(), detail: "no \"weight_map\" object".into() })?;
+    let parsed: IndexFile = serde_json::from_slice(&text)
+        .map_err(|e| Error::ShardIndex { path: index.to_path_buf(), detail: e.to_string() })?;
+    let weight_map = parsed
+        .weight_map
+        .ok_or_else(|| Error::ShardIndex { path: index.to_path_buf(), detail: "no \"weight_map\" object".into() })?;
     // shard file name -> tensors the index places there
     let mut by_shard: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (tensor, shard) in &weight_map {
         if !is_plain_file_name(shard) {
-            return Err(Error::BadShard { path: index.to_path_buf(), shard: shard.clone(), tensor: tensor.clone(), problem: "is not a plain file name inside the model directory" });
+            return Err(Error::BadShard {
+                path: index.to_path_buf(),
+                shard: shard.clone(),
+                tensor: tensor.clone(),
+                problem: "is not a plain file name inside the model directory",
+            });
         }
         by_shard.entry(shard).or_default().push(tensor);
     }
@@ -92,7 +100,12 @@ fn open_indexed(dir: &Path, index: &Path) -> Result<StFiles> {
     for (i, (shard, wanted)) in by_shard.into_iter().enumerate() {
         let path = dir.join(shard);
         if !path.is_file() {
-            return Err(Error::BadShard { path: index.to_path_buf(), shard: shard.into(), tensor: wanted[0].into(), problem: "does not exist" });
+            return Err(Error::BadShard {
+                path: index.to_path_buf(),
+                shard: shard.into(),
+                tensor: wanted[0].into(),
+                problem: "does not exist",
+            });
         }
         let src = ByteSource::open(&path)?;
         let h = read_header(&src, i)?;
@@ -102,7 +115,11 @@ fn open_indexed(dir: &Path, index: &Path) -> Result<StFiles> {
         let mut present: HashMap<String, TensorInfo> = h.tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut shard_tensors = Vec::with_capacity(wanted.len());
         for name in wanted {
-            let t = present.remove(name).ok_or_else(|| Error::MissingFromShard { path: index.to_path_buf(), tensor: name.into(), shard: shard.into() })?;
+            let t = present.remove(name).ok_or_else(|| Error::MissingFromShard {
+                path: index.to_path_buf(),
+                tensor: name.into(),
+                shard: shard.into(),
+            })?;
             shard_tensors.push(t);
         }
         shard_tensors.sort_by_key(|t| t.offset);

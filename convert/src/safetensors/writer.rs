@@ -60,7 +60,11 @@ pub struct SafetensorsPlan {
 impl SafetensorsPlan {
     /// Plans `tensors` (name, dtype, row-major shape), given in state-dict order.
     /// `max_shard_size` in bytes of tensor data; `None` writes a single file.
-    pub fn new(tensors: Vec<(String, DType, Vec<u64>)>, max_shard_size: Option<u64>, metadata: &BTreeMap<String, String>) -> Result<Self> {
+    pub fn new(
+        tensors: Vec<(String, DType, Vec<u64>)>,
+        max_shard_size: Option<u64>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         let mut names = HashSet::new();
         let mut groups: Vec<Vec<PlannedTensor>> = vec![Vec::new()];
         let mut current = 0u64;
@@ -89,7 +93,11 @@ impl SafetensorsPlan {
             .into_iter()
             .enumerate()
             .map(|(i, tensors)| {
-                let file_name = if n == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{:05}.safetensors", i + 1, n) };
+                let file_name = if n == 1 {
+                    SINGLE_FILE.to_string()
+                } else {
+                    format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+                };
                 layout_shard(file_name, tensors, metadata)
             })
             .collect();
@@ -119,7 +127,10 @@ fn layout_shard(file_name: String, mut tensors: Vec<PlannedTensor>, metadata: &B
     for t in &mut tensors {
         t.offset = offset;
         offset += t.nbytes;
-        header.insert(t.name.clone(), json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [t.offset, offset]}));
+        header.insert(
+            t.name.clone(),
+            json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [t.offset, offset]}),
+        );
     }
     let mut json = serde_json::to_vec(&Json::Object(header)).expect("header serializes");
     json.resize(json.len().div_ceil(8) * 8, b' ');

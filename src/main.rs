@@ -1,1 +1,40 @@
-fn main() {}
+//! `recast`: convert, quantize and validate LLM checkpoints.
+//!
+//! A thin command line over the library crates: argument parsing, output formatting and exit
+//! codes (0 success, 1 validation failed its thresholds, 2 bad input or any other error).
+
+mod cmd;
+mod size;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "recast", version, about = "Convert, quantize and validate LLM checkpoints for a given accelerator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a checkpoint's format, architecture, tensors, dtypes and metadata.
+    Inspect(cmd::inspect::Args),
+    /// Convert between Hugging Face safetensors and GGUF, or re-type / re-shard.
+    Convert(cmd::convert::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -388,10 +388,12 @@ impl ModelConfig {
             m.set(k("attention.value_length"), u32_of(self.head_dim));
         }
         match &self.mla {
-            None => {
+            // Only llama.cpp's `LlamaModel` writes these; its Qwen2/Qwen3 classes do not.
+            None if self.arch.permutes_qk() => {
                 m.set(k("vocab_size"), u32_of(self.vocab_size));
                 m.set(k("rope.dimension_count"), u32_of(self.head_dim));
             }
+            None => {}
             Some(mla) => self.deepseek_to_gguf(m, mla, &k),
         }
     }

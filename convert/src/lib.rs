@@ -14,10 +14,12 @@ pub mod float;
 pub mod ggml_dequant;
 pub mod ggml_type;
 pub mod gguf;
+pub mod job;
 pub mod mapping;
 pub mod safetensors;
 pub mod source;
 pub mod tensor;
+pub mod tokenizer;
 pub mod transform;
 
 pub use checkpoint::{Checkpoint, Format};

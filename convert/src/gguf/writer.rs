@@ -125,6 +125,14 @@ fn put_array(out: &mut Vec<u8>, a: &Array) {
     }
 }
 
+/// A value's on-disk encoding (without its type id): for an array, the element type, the
+/// count, then the elements.
+pub fn encode_value(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_scalar(&mut out, v);
+    out
+}
+
 fn serialize_header(metadata: &Metadata, tensors: &[PlannedTensor]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 16);
     out.extend_from_slice(GGUF_MAGIC);

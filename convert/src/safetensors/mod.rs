@@ -28,12 +28,18 @@ pub fn open_file(path: &Path) -> Result<StFiles> {
     Ok(StFiles { sources: vec![src], tensors: h.tensors, metadata: h.metadata })
 }
 
-/// Opens a model directory: through its index if present, else every `*.safetensors` file
-/// (sorted by name; a tensor in two files is an error).
+/// Opens a model directory: through its index if present; else `model.safetensors` if present
+/// (directories often hold other safetensors files beside it, e.g. Mistral's
+/// `consolidated.safetensors`); else every `*.safetensors` file, sorted by name (a tensor in two
+/// files is an error).
 pub fn open_dir(dir: &Path) -> Result<StFiles> {
     let index = dir.join(INDEX_FILE);
     if index.exists() {
         return open_indexed(dir, &index);
+    }
+    let single = dir.join(SINGLE_FILE);
+    if single.is_file() {
+        return open_file(&single);
     }
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?

@@ -1,0 +1,4 @@
+//! One module per subcommand: parse arguments, call the libraries, format output.
+
+pub mod convert;
+pub mod inspect;

@@ -248,7 +248,9 @@ impl ModelConfig {
             num_attention_heads: heads,
             num_key_value_heads: f.opt_u64("num_key_value_heads")?.unwrap_or(heads),
             head_dim,
-            explicit_head_dim: explicit_head_dim.is_some() && mla.is_none(),
+            // transformers' Llama/Mistral configs always carry `head_dim`, and llama.cpp reads
+            // hparams through `AutoConfig.to_dict()`, so it writes key/value_length for them.
+            explicit_head_dim: mla.is_none() && (explicit_head_dim.is_some() || arch.permutes_qk()),
             max_position_embeddings: f.u64("max_position_embeddings")?,
             rms_norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: rope_theta(&f)?,
@@ -560,7 +562,7 @@ impl ModelConfig {
                 f.opt_u64("attention.head_count_kv")?.unwrap_or(heads)
             },
             head_dim,
-            explicit_head_dim: mla.is_none() && key_length.is_some() && key_length != Some(hidden / heads),
+            explicit_head_dim: mla.is_none() && (key_length.is_some() || arch.permutes_qk()),
             max_position_embeddings: f.u64("context_length")?,
             rms_norm_eps: f.opt_f64("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
             rope_theta: f.opt_f64("rope.freq_base")?.unwrap_or(10000.0),
@@ -696,7 +698,7 @@ impl ModelConfig {
         if let Some(m) = &self.mla {
             self.deepseek_hf_json(&mut c, m);
         }
-        c.insert("torch_dtype".into(), json!(dtype));
+        c.insert("dtype".into(), json!(dtype));
         c.insert("use_cache".into(), json!(true));
         Json::Object(c)
     }

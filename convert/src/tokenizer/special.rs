@@ -197,19 +197,18 @@ struct PostProcessorReader<'a> {
 impl<'a> PostProcessorReader<'a> {
     fn new(sv: &'a mut SpecialVocab, config: Option<&'a mut Map<String, Json>>) -> Self {
         let get = |k: &str| config.as_ref().and_then(|c| c.get(k)).cloned().unwrap_or(Json::Null);
-        let (mut bos, cls, mut eos, sep) = (get("bos_token"), get("cls_token"), get("eos_token"), get("sep_token"));
-        let mut reader = PostProcessorReader { sv, config, bos: Json::Null, cls, eos: Json::Null, sep };
-        if !truthy(Some(&bos)) && truthy(Some(&reader.cls)) && reader.has_config() {
-            bos = reader.cls.clone();
-            reader.set_config("bos_token", bos.clone());
+        let (bos, cls, eos, sep) = (get("bos_token"), get("cls_token"), get("eos_token"), get("sep_token"));
+        let mut r = PostProcessorReader { sv, config, bos, cls, eos, sep };
+        // A missing BOS/EOS falls back to CLS/SEP, written back into the config.
+        if !truthy(Some(&r.bos)) && truthy(Some(&r.cls)) && r.has_config() {
+            r.bos = r.cls.clone();
+            r.set_config("bos_token", r.bos.clone());
         }
-        if !truthy(Some(&eos)) && truthy(Some(&reader.sep)) && reader.has_config() {
-            eos = reader.sep.clone();
-            reader.set_config("eos_token", eos.clone());
+        if !truthy(Some(&r.eos)) && truthy(Some(&r.sep)) && r.has_config() {
+            r.eos = r.sep.clone();
+            r.set_config("eos_token", r.eos.clone());
         }
-        reader.bos = bos;
-        reader.eos = eos;
-        reader
+        r
     }
 
     fn has_config(&self) -> bool {

@@ -217,3 +217,38 @@ fn llama_qk_rows_are_permuted_like_llama_cpp() {
         }
     }
 }
+
+/// DeepSeek FP8 release layout → float: every FP8 weight equals DeepSeek's own dequantization
+/// (`weight_dequant`: f32 multiply by the block's scale_inv, one rounding), computed by torch in
+/// tests/fixtures/gen_fp8_fixture.py.
+#[test]
+fn deepseek_fp8_dequantizes_like_deepseek() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("deepseek_v3_fp8");
+    for (dtype, reference) in [("bf16", "reference_bf16.safetensors"), ("f32", "reference_f32.safetensors")] {
+        let out = tmp.path().join(dtype);
+        ok(&["convert", s(&src), "-o", s(&out), "--dtype", dtype]);
+        let got = Checkpoint::open(&out).unwrap();
+        let want = Checkpoint::open(src.join(reference)).unwrap();
+        assert_eq!(want.tensors.len(), 48);
+        for w in &want.tensors {
+            let g = got.get(&w.name).unwrap();
+            assert_eq!((g.storage, &g.shape), (w.storage, &w.shape), "{}", w.name);
+            assert!(got.bytes(g) == want.bytes(w), "{dtype}: {} differs from DeepSeek's dequantization", w.name);
+        }
+        assert!(got.tensors.iter().all(|t| !t.name.ends_with("_scale_inv")));
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert!(cfg.get("quantization_config").is_none());
+        assert_eq!(cfg["dtype"], if dtype == "bf16" { "bfloat16" } else { "float32" });
+    }
+    // Straight to GGUF: FP8 experts are dequantized and stacked in one pass.
+    let gguf = tmp.path().join("ds.gguf");
+    ok(&["convert", s(&src), "-o", s(&gguf), "--dtype", "bf16"]);
+    let (g, want) =
+        (Checkpoint::open(&gguf).unwrap(), Checkpoint::open(src.join("reference_bf16.safetensors")).unwrap());
+    let stacked = g.bytes(g.get("blk.2.ffn_up_exps.weight").unwrap());
+    let experts: Vec<u8> = (0..4)
+        .flat_map(|e| want.bytes(want.get(&format!("model.layers.2.mlp.experts.{e}.up_proj.weight")).unwrap()).to_vec())
+        .collect();
+    assert!(stacked == &experts[..]);
+}

@@ -76,6 +76,21 @@ def main():
         rel = float((l1 - l2).abs().max() / l2.abs().max())
         report["texts"][lang] = {"n_tokens": len(ref_ids), "ids_equal": ids == ref_ids, "max_abs_dlogit": float((l1 - l2).abs().max()), "max_rel": rel}
 
+    # 1b. a re-sharded copy (--max-shard-size) loads in transformers: same logits, no warnings
+    sharded = work / "hf-sharded"
+    run([a.recast, "convert", hf, "-o", sharded, "--max-shard-size", "100MB"])
+    index = json.load(open(sharded / "model.safetensors.index.json"))
+    shards = sorted(p.name for p in sharded.glob("*.safetensors"))
+    cap.records.clear()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        sm = AutoModelForCausalLM.from_pretrained(sharded, dtype=torch.float32, attn_implementation="eager").eval()
+    x = torch.tensor([ref_tok(TEXTS["en"])["input_ids"]])
+    with torch.no_grad():
+        same = bool(torch.equal(sm(x).logits, model(x).logits))
+    report["sharded"] = {"shards": len(shards), "index_lists_all": sorted(set(index["weight_map"].values())) == shards,
+                         "load_warnings": [str(m.message) for m in w] + cap.records, "logits_identical": same}
+
     # 2. HF -> GGUF f16 -> llama.cpp
     f16 = work / "smol-f16.gguf"
     run([a.recast, "convert", hf, "-o", f16, "--to", "gguf", "--dtype", "f16"])

@@ -197,7 +197,7 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             _ => push(name, t.shape.clone(), read_op(i, &fp8, block)),
         }
     }
-    stack_experts(ck, cfg, experts, &fp8, target, &mut outs)?;
+    stack_experts(ck, cfg, experts, &fp8, block, target, &mut outs)?;
     sort_outputs(&mut outs);
     Ok(outs)
 }
@@ -216,6 +216,7 @@ fn stack_experts(
     cfg: &ModelConfig,
     experts: BTreeMap<(u64, &str), BTreeMap<u64, usize>>,
     fp8: &HashMap<usize, usize>,
+    block: (u64, u64),
     target: DType,
     outs: &mut Vec<OutTensor>,
 ) -> Result<()> {
@@ -232,11 +233,6 @@ fn stack_experts(
                 why: format!("stacking {n_exp} routed experts (n_routed_experts) of layer {n}"),
             });
         }
-        if by_e.values().any(|i| fp8.contains_key(i)) {
-            return Err(Error::Unsupported(format!(
-                "FP8 routed experts in layer {n}: convert to bf16 first (recast convert --to safetensors --dtype bf16)"
-            )));
-        }
         let idx: Vec<usize> = by_e.values().copied().collect();
         if idx.iter().any(|&i| ck.tensors[i].shape != first.shape || ck.tensors[i].storage != first.storage) {
             return Err(Error::UnmappedTensor {
@@ -247,7 +243,8 @@ fn stack_experts(
         let g = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap().1;
         let mut shape = vec![n_exp];
         shape.extend_from_slice(&first.shape);
-        outs.push(OutTensor { name: format!("blk.{n}.{g}"), shape, dtype: target, op: Op::Stack(idx) });
+        let parts = idx.iter().map(|&i| read_op(i, fp8, block)).collect();
+        outs.push(OutTensor { name: format!("blk.{n}.{g}"), shape, dtype: target, op: Op::Stack(parts) });
     }
     Ok(())
 }

@@ -35,8 +35,9 @@ pub enum Op {
         src: usize,
         n_head: u64,
     },
-    /// Concatenate along a new leading dimension (MoE experts).
-    Stack(Vec<usize>),
+    /// Concatenate the results of the inner ops (each `Copy` or `Fp8Block`) along a new
+    /// leading dimension (MoE experts).
+    Stack(Vec<Op>),
     /// Slice `index` along the leading dimension.
     Unstack {
         src: usize,
@@ -71,7 +72,7 @@ impl Op {
         match self {
             Op::Copy(s) | Op::PermuteRows { src: s, .. } | Op::UnpermuteRows { src: s, .. } => vec![*s],
             Op::Unstack { src, .. } | Op::SplitKvB { src, .. } => vec![*src],
-            Op::Stack(v) => v.clone(),
+            Op::Stack(v) => v.iter().flat_map(Op::inputs).collect(),
             Op::MergeKvB { k, v, .. } => vec![*k, *v],
             Op::Fp8Block { src, scale_inv, .. } => vec![*src, *scale_inv],
         }
@@ -110,8 +111,13 @@ fn shape_err(t: &TensorInfo, detail: String) -> Error {
 /// Computes the bytes of an output tensor stored as `out` into `buf`.
 pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> Result<()> {
     let inputs: Vec<&TensorInfo> = op.inputs().into_iter().map(|i| &ck.tensors[i]).collect();
-    if let Op::Fp8Block { block, .. } = op {
-        return fp8_block(ck, inputs[0], inputs[1], *block, out, buf);
+    match op {
+        Op::Fp8Block { block, .. } => return fp8_block(ck, inputs[0], inputs[1], *block, out, buf),
+        Op::Stack(parts) => {
+            // Each part lands in `out` directly: a plain copy when the dtype already matches.
+            return parts.iter().try_for_each(|p| materialize(ck, p, out, buf));
+        }
+        _ => {}
     }
     let mut elems = load(ck, &inputs)?;
     let dtype = elems[0].dtype;
@@ -120,7 +126,6 @@ pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> R
         Op::Copy(_) => std::mem::take(&mut elems[0].bytes),
         Op::PermuteRows { n_head, .. } => permute_rows(inputs[0], &elems[0].bytes, esize, *n_head, false)?,
         Op::UnpermuteRows { n_head, .. } => permute_rows(inputs[0], &elems[0].bytes, esize, *n_head, true)?,
-        Op::Stack(_) => elems.iter().flat_map(|e| e.bytes.iter().copied()).collect(),
         Op::Unstack { index, .. } => {
             let t = inputs[0];
             let n = t.shape.first().copied().unwrap_or(1);
@@ -133,7 +138,7 @@ pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> R
         Op::MergeKvB { n_head, nope, v_head, .. } => {
             merge_kv_b(inputs[0], &elems[0].bytes, &elems[1].bytes, esize, *n_head, *nope, *v_head)?
         }
-        Op::Fp8Block { .. } => unreachable!(),
+        Op::Fp8Block { .. } | Op::Stack(_) => unreachable!("handled above"),
     };
     cast(dtype, &arranged, out, buf);
     Ok(())

@@ -1,0 +1,39 @@
+//! The reference engine: open any checkpoint, run the forward pass of its architecture.
+
+use crate::error::{Error, Result};
+use crate::weights::{model_config, Weights};
+use crate::{deepseek, llama};
+use faer::Par;
+use recast_convert::{Checkpoint, ModelConfig};
+
+/// A model ready to run: config plus lazily decoded weights.
+pub struct Engine<'a> {
+    pub config: ModelConfig,
+    weights: Weights<'a>,
+    par: Par,
+}
+
+impl<'a> Engine<'a> {
+    /// `threads`: 0 uses rayon's global pool size.
+    pub fn new(ck: &'a Checkpoint, threads: usize) -> Result<Self> {
+        let config = model_config(ck)?;
+        let weights = Weights::new(ck, &config)?;
+        let par = if threads == 1 { Par::Seq } else { Par::rayon(threads) };
+        Ok(Engine { config, weights, par })
+    }
+
+    /// Logits `[seq, vocab]` (row-major) for each token sequence. Each layer's weights are
+    /// decoded once for the whole batch and dropped before the next layer.
+    pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if batch.iter().any(|s| s.len() as u64 > self.config.max_position_embeddings) {
+            return Err(Error::Unsupported(format!(
+                "a sequence is longer than max_position_embeddings {}",
+                self.config.max_position_embeddings
+            )));
+        }
+        match self.config.mla {
+            None => llama::forward(&self.config, &self.weights, batch, self.par),
+            Some(_) => deepseek::forward(&self.config, &self.weights, batch, self.par),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Numeric kernels of the reference forward: free functions over row-major f32 slices.
+//!
+//! Matrix products go through faer (parallel over output blocks with rayon; the reduction over
+//! `k` is never split, so results do not depend on the thread count). Everything else is plain
+//! scalar code written to mirror transformers' f32 operation order.
+
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// `y[n, m] = x[n, k] · w[m, k]ᵀ` (a torch `Linear` without bias).
+pub fn linear(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, par: Par) -> Vec<f32> {
+    assert_eq!(x.len(), n * k, "linear: input is not [{n}, {k}]");
+    assert_eq!(w.len(), m * k, "linear: weight is not [{m}, {k}]");
+    let mut y = vec![0f32; n * m];
+    if n == 0 || m == 0 {
+        return y;
+    }
+    let lhs = MatRef::from_row_major_slice(x, n, k);
+    let rhs = MatRef::from_row_major_slice(w, m, k).transpose();
+    let dst = MatMut::from_row_major_slice_mut(&mut y, n, m);
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+    y
+}
+
+/// Adds `bias[m]` to every row of `y[n, m]`.
+pub fn add_bias(y: &mut [f32], bias: &[f32]) {
+    for row in y.chunks_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// RMSNorm over rows of width `w.len()`: `w · x / sqrt(mean(x²) + eps)`
+/// (transformers `LlamaRMSNorm`: variance in f32, `x * rsqrt(var + eps)`, then `weight *`).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut out = vec![0f32; x.len()];
+    for (row, o) in x.chunks(d).zip(out.chunks_mut(d)) {
+        let var = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (var + eps).sqrt();
+        for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
+            *o = g * (v * r);
+        }
+    }
+    out
+}
+
+/// `silu(gate) * up`, elementwise.
+pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()
+}
+
+/// In-place softmax of one row.
+pub fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// Shape and masking of one attention head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSpec {
+    /// Query/key width.
+    pub d: usize,
+    /// Value width.
+    pub dv: usize,
+    /// Multiplier of q·k (transformers `self.scaling`).
+    pub scale: f32,
+    /// Sliding-window length: keys older than `window` positions are masked.
+    pub window: Option<usize>,
+}
+
+/// Causal attention for one head over a sequence: `q[seq, d]`, `k[seq, d]`, `v[seq, dv]`;
+/// writes `out[seq, dv]`. Softmax in f32 as transformers' eager attention does.
+pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], spec: HeadSpec, out: &mut [f32]) {
+    let HeadSpec { d, dv, scale, window } = spec;
+    let seq = q.len() / d;
+    let mut scores = vec![0f32; seq];
+    for i in 0..seq {
+        let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+        let qi = &q[i * d..(i + 1) * d];
+        let s = &mut scores[lo..=i];
+        for (j, sj) in (lo..=i).zip(s.iter_mut()) {
+            *sj = qi.iter().zip(&k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f32>() * scale;
+        }
+        softmax(s);
+        let oi = &mut out[i * dv..(i + 1) * dv];
+        oi.fill(0.0);
+        for (j, p) in (lo..=i).zip(s.iter()) {
+            oi.iter_mut().zip(&v[j * dv..(j + 1) * dv]).for_each(|(o, x)| *o += p * x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_matches_naive_and_is_thread_count_independent() {
+        let (n, k, m) = (5, 37, 11);
+        let x: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let w: Vec<f32> = (0..m * k).map(|i| ((i * 104729) % 97) as f32 / 48.0 - 1.0).collect();
+        let y1 = linear(&x, n, k, &w, m, Par::Seq);
+        let y2 = linear(&x, n, k, &w, m, Par::rayon(2));
+        assert_eq!(y1, y2);
+        for r in 0..n {
+            for c in 0..m {
+                let naive: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[c * k + i] as f64).sum();
+                assert!((y1[r * m + c] as f64 - naive).abs() < 1e-4, "{r},{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_and_norm() {
+        let mut r = [1.0f32, 2.0, 3.0];
+        softmax(&mut r);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6 && r[2] > r[1]);
+        let y = rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0);
+        let rms = (12.5f32).sqrt();
+        assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 8.0 / rms).abs() < 1e-6);
+    }
+}

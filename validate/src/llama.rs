@@ -1,0 +1,158 @@
+//! Reference forward for llama-family decoders: llama, mistral, SmolLM, qwen2, qwen3.
+//!
+//! One readable pass per layer, mirroring transformers `modeling_llama.py` (and the qwen2/qwen3
+//! and mistral variants): pre-norm residual blocks, GQA attention with RoPE, SwiGLU MLP.
+//! Conventions that differ between families are read from the config:
+//! - q/k/v biases (`attention_bias`; always on for qwen2 — `Qwen2Attention` bias=True),
+//! - per-head q/k RMSNorm before RoPE (qwen3 — `Qwen3Attention.q_norm/k_norm`),
+//! - `head_dim` independent of hidden/heads (qwen3),
+//! - sliding-window masking (mistral `sliding_window`),
+//! - tied embeddings (SmolLM, qwen2 small models: no `lm_head.weight`).
+
+use crate::error::{Error, Result};
+use crate::kernels::{add_bias, causal_attention, linear, rms_norm, swiglu, HeadSpec};
+use crate::rope::{inv_freq, RopeTable};
+use crate::weights::Weights;
+use faer::Par;
+use recast_convert::ModelConfig;
+
+/// Activations of one sequence: `[seq, hidden]`.
+pub type Hidden = Vec<f32>;
+
+/// Token embeddings for each sequence (`model.embed_tokens`).
+pub fn embed(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>]) -> Result<Vec<Hidden>> {
+    let (vocab, d) = (cfg.vocab_size as usize, cfg.hidden_size as usize);
+    let e = w.get_shaped("model.embed_tokens.weight", &[vocab, d])?;
+    batch
+        .iter()
+        .map(|toks| {
+            let mut x = Vec::with_capacity(toks.len() * d);
+            for (pos, &t) in toks.iter().enumerate() {
+                let row = e.data.get(t as usize * d..(t as usize + 1) * d).ok_or(Error::TokenOutOfRange {
+                    id: t,
+                    pos,
+                    vocab,
+                })?;
+                x.extend_from_slice(row);
+            }
+            Ok(x)
+        })
+        .collect()
+}
+
+/// Final norm and LM head (`model.norm`, `lm_head` or the tied embedding): `[seq, vocab]`.
+pub fn head(cfg: &ModelConfig, w: &Weights, xs: Vec<Hidden>, par: Par) -> Result<Vec<Vec<f32>>> {
+    let (vocab, d) = (cfg.vocab_size as usize, cfg.hidden_size as usize);
+    let norm = w.get_shaped("model.norm.weight", &[d])?;
+    let name = if w.has("lm_head.weight") { "lm_head.weight" } else { "model.embed_tokens.weight" };
+    let out = w.get_shaped(name, &[vocab, d])?;
+    Ok(xs
+        .into_iter()
+        .map(|x| {
+            let h = rms_norm(&x, &norm.data, cfg.rms_norm_eps as f32);
+            linear(&h, x.len() / d, d, &out.data, vocab, par)
+        })
+        .collect())
+}
+
+/// SwiGLU MLP `down(silu(gate(x)) · up(x))` with weights under `prefix` (`…mlp`).
+pub fn dense_mlp(w: &Weights, prefix: &str, h: &[f32], d: usize, par: Par) -> Result<Vec<f32>> {
+    let gate = w.get(&format!("{prefix}.gate_proj.weight"))?;
+    let up = w.get(&format!("{prefix}.up_proj.weight"))?;
+    let down = w.get(&format!("{prefix}.down_proj.weight"))?;
+    let (ff, n) = (gate.shape[0], h.len() / d);
+    let act = swiglu(&linear(h, n, d, &gate.data, ff, par), &linear(h, n, d, &up.data, ff, par));
+    Ok(linear(&act, n, ff, &down.data, d, par))
+}
+
+/// Adds `delta` into the residual stream.
+pub fn residual(x: &mut [f32], delta: &[f32]) {
+    x.iter_mut().zip(delta).for_each(|(a, b)| *a += b);
+}
+
+/// One attention projection with optional bias: `[n, out]`.
+fn proj(w: &Weights, name: &str, h: &[f32], n: usize, d: usize, par: Par) -> Result<(Vec<f32>, usize)> {
+    let t = w.get(&format!("{name}.weight"))?;
+    let m = t.shape[0];
+    let mut y = linear(h, n, d, &t.data, m, par);
+    if let Some(b) = w.get_opt(&format!("{name}.bias"))? {
+        add_bias(&mut y, &b.data);
+    }
+    Ok((y, m))
+}
+
+/// Copies head `head` (`hd` wide) of every row of `x[n, heads·hd]` into a contiguous `[n, hd]`.
+pub fn gather_head(x: &[f32], n: usize, width: usize, head: usize, hd: usize) -> Vec<f32> {
+    (0..n).flat_map(|i| x[i * width + head * hd..i * width + (head + 1) * hd].iter().copied()).collect()
+}
+
+/// Self-attention of layer `l` for one sequence; returns the `o_proj` output `[n, hidden]`.
+fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTable, par: Par) -> Result<Vec<f32>> {
+    let p = format!("model.layers.{l}.self_attn");
+    let (d, hd) = (cfg.hidden_size as usize, cfg.head_dim as usize);
+    let (nh, nkv) = (cfg.num_attention_heads as usize, cfg.num_key_value_heads as usize);
+    let n = h.len() / d;
+    let (mut q, _) = proj(w, &format!("{p}.q_proj"), h, n, d, par)?;
+    let (mut k, _) = proj(w, &format!("{p}.k_proj"), h, n, d, par)?;
+    let (v, _) = proj(w, &format!("{p}.v_proj"), h, n, d, par)?;
+    // qwen3: RMSNorm over each head before RoPE (Qwen3Attention.forward).
+    for (x, name) in [(&mut q, "q_norm"), (&mut k, "k_norm")] {
+        if let Some(g) = w.get_opt(&format!("{p}.{name}.weight"))? {
+            *x = rms_norm(x, &g.data, cfg.rms_norm_eps as f32);
+        }
+    }
+    for (x, heads) in [(&mut q, nh), (&mut k, nkv)] {
+        for (i, row) in x.chunks_mut(heads * hd).enumerate() {
+            row.chunks_mut(hd).for_each(|head| rope.apply(head, i, false));
+        }
+    }
+    let scale = (hd as f32).powf(-0.5);
+    let window = cfg.sliding_window.map(|s| s as usize);
+    let mut out = vec![0f32; n * nh * hd];
+    for head in 0..nh {
+        let kvh = head / (nh / nkv);
+        let (qh, kh, vh) = (
+            gather_head(&q, n, nh * hd, head, hd),
+            gather_head(&k, n, nkv * hd, kvh, hd),
+            gather_head(&v, n, nkv * hd, kvh, hd),
+        );
+        let mut oh = vec![0f32; n * hd];
+        causal_attention(&qh, &kh, &vh, HeadSpec { d: hd, dv: hd, scale, window }, &mut oh);
+        for i in 0..n {
+            out[i * nh * hd + head * hd..i * nh * hd + (head + 1) * hd].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
+        }
+    }
+    let o = w.get(&format!("{p}.o_proj.weight"))?;
+    Ok(linear(&out, n, nh * hd, &o.data, d, par))
+}
+
+/// Logits `[seq, vocab]` for each sequence, loading one layer's weights at a time.
+pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> Result<Vec<Vec<f32>>> {
+    if cfg.num_key_value_heads == 0 || !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads) {
+        return Err(Error::Unsupported(format!(
+            "{} attention heads do not divide into {} KV heads",
+            cfg.num_attention_heads, cfg.num_key_value_heads
+        )));
+    }
+    let max_seq = batch.iter().map(Vec::len).max().unwrap_or(0);
+    let (freqs, attn_factor) =
+        inv_freq(cfg.head_dim as usize, cfg.rope_theta, &cfg.rope_scaling, cfg.max_position_embeddings);
+    let rope = RopeTable::new(&freqs, attn_factor, max_seq);
+    let d = cfg.hidden_size as usize;
+    let eps = cfg.rms_norm_eps as f32;
+    let mut xs = embed(cfg, w, batch)?;
+    for l in 0..cfg.num_hidden_layers as usize {
+        let p = format!("model.layers.{l}");
+        let (ln1, ln2) = (
+            w.get_shaped(&format!("{p}.input_layernorm.weight"), &[d])?,
+            w.get_shaped(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+        );
+        for x in xs.iter_mut() {
+            let a = attention(cfg, w, l, &rms_norm(x, &ln1.data, eps), &rope, par)?;
+            residual(x, &a);
+            let m = dense_mlp(w, &format!("{p}.mlp"), &rms_norm(x, &ln2.data, eps), d, par)?;
+            residual(x, &m);
+        }
+    }
+    head(cfg, w, xs, par)
+}

@@ -1,0 +1,100 @@
+//! Weights by Hugging Face name, decoded to f32 on demand from any checkpoint convert reads.
+//!
+//! The map from HF names to stored tensors is convert's own conversion plan (`gguf_to_hf` or
+//! `hf_to_hf`), so GGUF names, llama.cpp's Q/K permutation, stacked experts, MLA `kv_b` halves,
+//! ggml dequantization and DeepSeek FP8 all resolve exactly as `recast convert` resolves them.
+//! Nothing is decoded until asked for: the engine loads one layer at a time.
+
+use crate::error::{Error, Result};
+use recast_convert::mapping::{self, OutTensor};
+use recast_convert::{transform, Checkpoint, DType, Format, ModelConfig};
+use std::collections::HashMap;
+
+/// A dense f32 tensor, row-major.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// Rows and columns of a 2-D tensor.
+    pub fn dims2(&self) -> (usize, usize) {
+        (self.shape[0], self.shape[1])
+    }
+}
+
+/// Where every HF-named weight of a model comes from.
+pub struct Weights<'a> {
+    ck: &'a Checkpoint,
+    plan: HashMap<String, OutTensor>,
+}
+
+/// Reads the model config of a checkpoint (config.json beside safetensors, or GGUF metadata).
+pub fn model_config(ck: &Checkpoint) -> Result<ModelConfig> {
+    Ok(match ck.format {
+        Format::Gguf => {
+            let meta = &ck.gguf.as_ref().expect("gguf").metadata;
+            let embd = ck.require("token_embd.weight", "the vocabulary size")?;
+            ModelConfig::from_gguf(&ck.path, meta, embd.shape[0], ck.get("output.weight").is_some())?
+        }
+        Format::Safetensors => {
+            let p = ck.config_path().ok_or_else(|| recast_convert::Error::MissingTensor {
+                tensor: "config.json".into(),
+                why: format!("running {}", ck.path.display()),
+            })?;
+            ModelConfig::from_hf_file(&p)?
+        }
+    })
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(ck: &'a Checkpoint, cfg: &ModelConfig) -> Result<Self> {
+        let outs = match ck.format {
+            Format::Gguf => mapping::gguf_to_hf(ck, cfg, DType::F32)?,
+            Format::Safetensors => {
+                let raw =
+                    ck.config_path().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+                mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))
+            }
+        };
+        Ok(Weights { ck, plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect() })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.plan.contains_key(name)
+    }
+
+    /// Decodes one weight to f32.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let o = self.plan.get(name).ok_or_else(|| recast_convert::Error::MissingTensor {
+            tensor: name.into(),
+            why: "the reference forward pass".into(),
+        })?;
+        let mut bytes = Vec::new();
+        transform::materialize(self.ck, &o.op, DType::F32, &mut bytes)?;
+        for i in o.op.inputs() {
+            self.ck.release(&self.ck.tensors[i]);
+        }
+        let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        Ok(Tensor { shape: o.shape.iter().map(|&d| d as usize).collect(), data })
+    }
+
+    /// Decodes a weight and checks its shape.
+    pub fn get_shaped(&self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        let t = self.get(name)?;
+        if t.shape != expected {
+            return Err(Error::Shape { tensor: name.into(), found: t.shape, expected: expected.to_vec() });
+        }
+        Ok(t)
+    }
+
+    /// An optional weight (biases, norms some variants lack).
+    pub fn get_opt(&self, name: &str) -> Result<Option<Tensor>> {
+        if self.has(name) {
+            self.get(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}

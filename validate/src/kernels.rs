@@ -72,26 +72,34 @@ pub struct HeadSpec {
     pub window: Option<usize>,
 }
 
+/// `y[n, m] = a[n, k] · b[k, m]` (both row-major).
+pub fn matmul(a: &[f32], n: usize, k: usize, b: &[f32], m: usize, par: Par) -> Vec<f32> {
+    assert_eq!((a.len(), b.len()), (n * k, k * m), "matmul: shapes do not match");
+    let mut y = vec![0f32; n * m];
+    if n == 0 || m == 0 {
+        return y;
+    }
+    let dst = MatMut::from_row_major_slice_mut(&mut y, n, m);
+    let (lhs, rhs) = (MatRef::from_row_major_slice(a, n, k), MatRef::from_row_major_slice(b, k, m));
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+    y
+}
+
 /// Causal attention for one head over a sequence: `q[seq, d]`, `k[seq, d]`, `v[seq, dv]`;
-/// writes `out[seq, dv]`. Softmax in f32 as transformers' eager attention does.
+/// writes `out[seq, dv]`. As transformers' eager attention: `scores = (q·kᵀ)·scale`, masked,
+/// softmax in f32, `out = p·v` (both products as matrix products).
 pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], spec: HeadSpec, out: &mut [f32]) {
     let HeadSpec { d, dv, scale, window } = spec;
     let seq = q.len() / d;
-    let mut scores = vec![0f32; seq];
-    for i in 0..seq {
+    let mut p = linear(q, seq, d, k, seq, Par::Seq);
+    for (i, row) in p.chunks_mut(seq).enumerate() {
         let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
-        let qi = &q[i * d..(i + 1) * d];
-        let s = &mut scores[lo..=i];
-        for (j, sj) in (lo..=i).zip(s.iter_mut()) {
-            *sj = qi.iter().zip(&k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f32>() * scale;
-        }
-        softmax(s);
-        let oi = &mut out[i * dv..(i + 1) * dv];
-        oi.fill(0.0);
-        for (j, p) in (lo..=i).zip(s.iter()) {
-            oi.iter_mut().zip(&v[j * dv..(j + 1) * dv]).for_each(|(o, x)| *o += p * x);
-        }
+        row.iter_mut().for_each(|s| *s *= scale);
+        softmax(&mut row[lo..=i]);
+        row[..lo].fill(0.0);
+        row[i + 1..].fill(0.0);
     }
+    out.copy_from_slice(&matmul(&p, seq, seq, v, dv, Par::Seq));
 }
 
 #[cfg(test)]

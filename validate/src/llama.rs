@@ -141,6 +141,7 @@ pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> 
     let d = cfg.hidden_size as usize;
     let eps = cfg.rms_norm_eps as f32;
     let mut xs = embed(cfg, w, batch)?;
+    w.evict();
     for l in 0..cfg.num_hidden_layers as usize {
         let p = format!("model.layers.{l}");
         let (ln1, ln2) = (
@@ -153,6 +154,7 @@ pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> 
             let m = dense_mlp(w, &format!("{p}.mlp"), &rms_norm(x, &ln2.data, eps), d, par)?;
             residual(x, &m);
         }
+        w.evict();
     }
     head(cfg, w, xs, par)
 }

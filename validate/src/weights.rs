@@ -8,7 +8,9 @@
 use crate::error::{Error, Result};
 use recast_convert::mapping::{self, OutTensor};
 use recast_convert::{transform, Checkpoint, DType, Format, ModelConfig};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A dense f32 tensor, row-major.
 #[derive(Clone, Debug)]
@@ -24,10 +26,13 @@ impl Tensor {
     }
 }
 
-/// Where every HF-named weight of a model comes from.
+/// Where every HF-named weight of a model comes from, with a cache of what has been decoded
+/// since the last [`Weights::evict`] (the forward evicts at every layer boundary, so peak
+/// memory is one layer's weights and each weight is decoded once per batch).
 pub struct Weights<'a> {
     ck: &'a Checkpoint,
     plan: HashMap<String, OutTensor>,
+    cache: RefCell<HashMap<String, Rc<Tensor>>>,
 }
 
 /// Reads the model config of a checkpoint (config.json beside safetensors, or GGUF metadata).
@@ -58,15 +63,18 @@ impl<'a> Weights<'a> {
                 mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))
             }
         };
-        Ok(Weights { ck, plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect() })
+        Ok(Weights { ck, plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect(), cache: RefCell::default() })
     }
 
     pub fn has(&self, name: &str) -> bool {
         self.plan.contains_key(name)
     }
 
-    /// Decodes one weight to f32.
-    pub fn get(&self, name: &str) -> Result<Tensor> {
+    /// Decodes one weight to f32 (or returns it from the cache).
+    pub fn get(&self, name: &str) -> Result<Rc<Tensor>> {
+        if let Some(t) = self.cache.borrow().get(name) {
+            return Ok(t.clone());
+        }
         let o = self.plan.get(name).ok_or_else(|| recast_convert::Error::MissingTensor {
             tensor: name.into(),
             why: "the reference forward pass".into(),
@@ -77,20 +85,27 @@ impl<'a> Weights<'a> {
             self.ck.release(&self.ck.tensors[i]);
         }
         let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        Ok(Tensor { shape: o.shape.iter().map(|&d| d as usize).collect(), data })
+        let t = Rc::new(Tensor { shape: o.shape.iter().map(|&d| d as usize).collect(), data });
+        self.cache.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Drops every decoded weight (call between layers).
+    pub fn evict(&self) {
+        self.cache.borrow_mut().clear();
     }
 
     /// Decodes a weight and checks its shape.
-    pub fn get_shaped(&self, name: &str, expected: &[usize]) -> Result<Tensor> {
+    pub fn get_shaped(&self, name: &str, expected: &[usize]) -> Result<Rc<Tensor>> {
         let t = self.get(name)?;
         if t.shape != expected {
-            return Err(Error::Shape { tensor: name.into(), found: t.shape, expected: expected.to_vec() });
+            return Err(Error::Shape { tensor: name.into(), found: t.shape.clone(), expected: expected.to_vec() });
         }
         Ok(t)
     }
 
     /// An optional weight (biases, norms some variants lack).
-    pub fn get_opt(&self, name: &str) -> Result<Option<Tensor>> {
+    pub fn get_opt(&self, name: &str) -> Result<Option<Rc<Tensor>>> {
         if self.has(name) {
             self.get(name).map(Some)
         } else {

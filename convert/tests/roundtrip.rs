@@ -120,3 +120,62 @@ fn gguf_reads_like_gguf_py_layout() {
     assert_eq!(plan.tensors[1].offset, 768);
     assert_eq!(plan.file_size() % 32, 0);
 }
+
+/// A small valid GGUF and safetensors file to mutate.
+fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut meta = Metadata::new();
+    meta.set("general.architecture", Value::String("llama".into()));
+    meta.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into(), "b".into()])));
+    let plan = GgufPlan::new(meta, vec![("t".into(), vec![2, 32], GgmlType::Q8_0), ("u".into(), vec![3], GgmlType::F32)]).unwrap();
+    let g = dir.path().join("m.gguf");
+    gguf::writer::write(&g, &plan, |_, t, buf| {
+        buf.resize(t.nbytes as usize, 1);
+        Ok(())
+    })
+    .unwrap();
+    let st = SafetensorsPlan::new(vec![("w".into(), DType::BF16, vec![2, 3]), ("b".into(), DType::F32, vec![3])], None, &BTreeMap::new()).unwrap();
+    recast_convert::safetensors::writer::write_all(dir.path(), &st, |t, buf| {
+        buf.resize(t.nbytes as usize, 2);
+        Ok(())
+    })
+    .unwrap();
+    vec![("m.gguf", std::fs::read(g).unwrap()), ("m.safetensors", std::fs::read(dir.path().join("model.safetensors")).unwrap())]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Untrusted bytes never panic a reader: every mutation of a valid file opens or errors,
+    /// and whatever opens can be decoded without panicking.
+    #[test]
+    fn mutated_files_never_panic(which in 0usize..2, edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), cut in prop::option::of(any::<prop::sample::Index>())) {
+        let (name, mut bytes) = seeds().swap_remove(which);
+        for (at, v) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c.index(bytes.len()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bytes).unwrap();
+        if let Ok(ck) = Checkpoint::open(&p) {
+            let mut out = Vec::new();
+            for t in &ck.tensors {
+                let _ = ck.read_f32(t, &mut out);
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(prefix in prop::sample::select(vec![&b"GGUF"[..], &b""[..]]), body in prop::collection::vec(any::<u8>(), 0..300)) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        let mut bytes = prefix.to_vec();
+        bytes.extend(body);
+        std::fs::write(&p, &bytes).unwrap();
+        let _ = Checkpoint::open(&p);
+    }
+}

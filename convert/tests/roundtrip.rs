@@ -127,20 +127,30 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut meta = Metadata::new();
     meta.set("general.architecture", Value::String("llama".into()));
     meta.set("tokenizer.ggml.tokens", Value::Array(Array::String(vec!["a".into(), "b".into()])));
-    let plan = GgufPlan::new(meta, vec![("t".into(), vec![2, 32], GgmlType::Q8_0), ("u".into(), vec![3], GgmlType::F32)]).unwrap();
+    let plan =
+        GgufPlan::new(meta, vec![("t".into(), vec![2, 32], GgmlType::Q8_0), ("u".into(), vec![3], GgmlType::F32)])
+            .unwrap();
     let g = dir.path().join("m.gguf");
     gguf::writer::write(&g, &plan, |_, t, buf| {
         buf.resize(t.nbytes as usize, 1);
         Ok(())
     })
     .unwrap();
-    let st = SafetensorsPlan::new(vec![("w".into(), DType::BF16, vec![2, 3]), ("b".into(), DType::F32, vec![3])], None, &BTreeMap::new()).unwrap();
+    let st = SafetensorsPlan::new(
+        vec![("w".into(), DType::BF16, vec![2, 3]), ("b".into(), DType::F32, vec![3])],
+        None,
+        &BTreeMap::new(),
+    )
+    .unwrap();
     recast_convert::safetensors::writer::write_all(dir.path(), &st, |t, buf| {
         buf.resize(t.nbytes as usize, 2);
         Ok(())
     })
     .unwrap();
-    vec![("m.gguf", std::fs::read(g).unwrap()), ("m.safetensors", std::fs::read(dir.path().join("model.safetensors")).unwrap())]
+    vec![
+        ("m.gguf", std::fs::read(g).unwrap()),
+        ("m.safetensors", std::fs::read(dir.path().join("model.safetensors")).unwrap()),
+    ]
 }
 
 proptest! {

@@ -59,6 +59,20 @@ pub fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v /= sum);
 }
 
+/// Logistic sigmoid `1 / (1 + exp(-x))` (torch `Tensor.sigmoid`).
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Indices of the `k` largest values, best first; ties go to the lower index (torch `topk`
+/// leaves their order unspecified), in `f32::total_cmp` order.
+pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
 /// Shape and masking of one attention head.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSpec {
@@ -130,5 +144,13 @@ mod tests {
         let y = rms_norm(&[3.0, 4.0], &[1.0, 2.0], 0.0);
         let rms = (12.5f32).sqrt();
         assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 8.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_is_best_first_with_ties_to_the_lower_index() {
+        let v = [0.5, f32::NEG_INFINITY, 2.0, 0.5, -1.0];
+        assert_eq!(top_k(&v, 3), [2, 0, 3]);
+        assert_eq!(top_k(&v, 9), [2, 0, 3, 4, 1]);
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7 && sigmoid(-100.0) >= 0.0);
     }
 }

@@ -145,4 +145,34 @@ impl RopeTable {
             x[i + h] = b * c[i + h] + a * s[i + h];
         }
     }
+
+    /// Rotates the adjacent pairs `(x0, x1), (x2, x3), …` of one head vector at position `pos`
+    /// as complex numbers and keeps them interleaved: `(x0 + i·x1) · (cos + i·sin)` (DeepSeek-V2's
+    /// `apply_rotary_emb`: `view_as_real(view_as_complex(x) * freqs_cis)`).
+    pub fn apply_pairs(&self, x: &mut [f32], pos: usize) {
+        let (d, h) = (self.dim, self.dim / 2);
+        let (c, s) = (&self.cos[pos * d..(pos + 1) * d], &self.sin[pos * d..(pos + 1) * d]);
+        for (i, pair) in x[..d].chunks_exact_mut(2).enumerate().take(h) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c[i] - b * s[i];
+            pair[1] = a * s[i] + b * c[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_rotation_is_the_interleaved_rotation_left_interleaved() {
+        let table = RopeTable::new(&[1.0, 0.1, 0.01], 1.3, 4);
+        let x: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+        let (mut pairs, mut halves) = (x.clone(), x);
+        table.apply_pairs(&mut pairs, 3);
+        table.apply(&mut halves, 3, true);
+        let deinterleaved: Vec<f32> =
+            (0..6).map(|j| if j < 3 { pairs[2 * j] } else { pairs[2 * (j - 3) + 1] }).collect();
+        assert_eq!(deinterleaved, halves);
+    }
 }

@@ -22,6 +22,13 @@ impl<'a> Engine<'a> {
         Ok(Engine { config, weights, par })
     }
 
+    /// Keep decoded weights between forwards (memory ≈ the model in f32) instead of streaming
+    /// one layer at a time.
+    pub fn resident(mut self, resident: bool) -> Self {
+        self.weights.set_resident(resident);
+        self
+    }
+
     /// Logits `[seq, vocab]` (row-major) for each token sequence. Each layer's weights are
     /// decoded once for the whole batch and dropped before the next layer.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {

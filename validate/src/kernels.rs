@@ -5,6 +5,7 @@
 //! scalar code written to mirror transformers' f32 operation order.
 
 use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
 
 /// `y[n, m] = x[n, k] · w[m, k]ᵀ` (a torch `Linear` without bias).
 pub fn linear(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, par: Par) -> Vec<f32> {
@@ -114,6 +115,40 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], spec: HeadSpec, out: &m
         row[i + 1..].fill(0.0);
     }
     out.copy_from_slice(&matmul(&p, seq, seq, v, dv, Par::Seq));
+}
+
+/// Grouped-query attention over all heads: `q[n, heads·d]`, `k[n, kv_heads·d]`,
+/// `v[n, kv_heads·dv]` → `[n, heads·dv]`. Query head `h` reads KV head `h / (heads/kv_heads)`
+/// (transformers `repeat_kv`). Heads run in parallel; each is computed whole by one thread, so
+/// the result does not depend on the thread count.
+pub fn multi_head_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    (nh, nkv): (usize, usize),
+    spec: HeadSpec,
+) -> Vec<f32> {
+    let (d, dv) = (spec.d, spec.dv);
+    let gather = |x: &[f32], heads: usize, w: usize, h: usize| -> Vec<f32> {
+        (0..n).flat_map(|i| x[(i * heads + h) * w..(i * heads + h + 1) * w].iter().copied()).collect()
+    };
+    let per_head: Vec<Vec<f32>> = (0..nh)
+        .into_par_iter()
+        .map(|h| {
+            let kvh = h / (nh / nkv);
+            let mut o = vec![0f32; n * dv];
+            causal_attention(&gather(q, nh, d, h), &gather(k, nkv, d, kvh), &gather(v, nkv, dv, kvh), spec, &mut o);
+            o
+        })
+        .collect();
+    let mut out = vec![0f32; n * nh * dv];
+    for (h, o) in per_head.iter().enumerate() {
+        for i in 0..n {
+            out[(i * nh + h) * dv..(i * nh + h + 1) * dv].copy_from_slice(&o[i * dv..(i + 1) * dv]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

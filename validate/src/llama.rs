@@ -10,7 +10,7 @@
 //! - tied embeddings (SmolLM, qwen2 small models: no `lm_head.weight`).
 
 use crate::error::{Error, Result};
-use crate::kernels::{add_bias, causal_attention, linear, rms_norm, swiglu, HeadSpec};
+use crate::kernels::{add_bias, linear, multi_head_attention, rms_norm, swiglu, HeadSpec};
 use crate::rope::{inv_freq, RopeTable};
 use crate::weights::Weights;
 use faer::Par;
@@ -108,20 +108,7 @@ fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTab
     }
     let scale = (hd as f32).powf(-0.5);
     let window = cfg.sliding_window.map(|s| s as usize);
-    let mut out = vec![0f32; n * nh * hd];
-    for head in 0..nh {
-        let kvh = head / (nh / nkv);
-        let (qh, kh, vh) = (
-            gather_head(&q, n, nh * hd, head, hd),
-            gather_head(&k, n, nkv * hd, kvh, hd),
-            gather_head(&v, n, nkv * hd, kvh, hd),
-        );
-        let mut oh = vec![0f32; n * hd];
-        causal_attention(&qh, &kh, &vh, HeadSpec { d: hd, dv: hd, scale, window }, &mut oh);
-        for i in 0..n {
-            out[i * nh * hd + head * hd..i * nh * hd + (head + 1) * hd].copy_from_slice(&oh[i * hd..(i + 1) * hd]);
-        }
-    }
+    let out = multi_head_attention(&q, &k, &v, n, (nh, nkv), HeadSpec { d: hd, dv: hd, scale, window });
     let o = w.get(&format!("{p}.o_proj.weight"))?;
     Ok(linear(&out, n, nh * hd, &o.data, d, par))
 }

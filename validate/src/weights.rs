@@ -33,6 +33,8 @@ pub struct Weights<'a> {
     ck: &'a Checkpoint,
     plan: HashMap<String, OutTensor>,
     cache: RefCell<HashMap<String, Rc<Tensor>>>,
+    /// Keep every decoded weight for the engine's lifetime (no layer streaming).
+    resident: bool,
 }
 
 /// Reads the model config of a checkpoint (config.json beside safetensors, or GGUF metadata).
@@ -63,7 +65,12 @@ impl<'a> Weights<'a> {
                 mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))
             }
         };
-        Ok(Weights { ck, plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect(), cache: RefCell::default() })
+        Ok(Weights {
+            ck,
+            plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect(),
+            cache: RefCell::default(),
+            resident: false,
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -90,9 +97,17 @@ impl<'a> Weights<'a> {
         Ok(t)
     }
 
-    /// Drops every decoded weight (call between layers).
+    /// Drops every decoded weight (call between layers); a no-op for resident weights.
     pub fn evict(&self) {
-        self.cache.borrow_mut().clear();
+        if !self.resident {
+            self.cache.borrow_mut().clear();
+        }
+    }
+
+    /// Resident mode: decode each weight once and keep it (fast repeated forwards, memory ≈
+    /// the f32 model). Streaming mode (the default) holds one layer at a time.
+    pub fn set_resident(&mut self, resident: bool) {
+        self.resident = resident;
     }
 
     /// Decodes a weight and checks its shape.

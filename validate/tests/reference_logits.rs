@@ -1,6 +1,7 @@
 //! The reference engine against transformers (float32, eager attention) on the tiny fixtures:
 //! max |Δlogit| ≤ 1e-4 · max|logit| and identical top-1 at every position. The expected logits
-//! were computed by tests/fixtures/gen_tiny_models.py and are stored beside each model.
+//! were computed by tests/fixtures/gen_tiny_models.py (and, for the FP8 checkpoint, by
+//! tests/fixtures/gen_fp8_fixture.py) and are stored beside each model.
 
 use recast_convert::Checkpoint;
 use recast_validate::Engine;

@@ -84,6 +84,48 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Something bytes can be appended to: an output file, or memory.
+pub trait ByteSink {
+    fn put(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+impl ByteSink for AtomicFile {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_all(bytes)
+    }
+}
+
+impl ByteSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Where a producer streams one tensor's bytes; counts what it writes so the writer can check
+/// the total against its plan.
+pub struct Sink<'a> {
+    out: &'a mut dyn ByteSink,
+    written: u64,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(out: &'a mut dyn ByteSink) -> Self {
+        Sink { out, written: 0 }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.put(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written through this sink.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
 /// Writes a small file (JSON, text) atomically in one call.
 pub fn write_file(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;

@@ -149,10 +149,15 @@ impl Checkpoint {
 
 /// Decodes raw tensor bytes of `t`'s storage into `out` (one f32 per element).
 pub fn decode(t: &TensorInfo, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    match t.storage {
+    decode_storage(t.storage, &t.name, bytes, out)
+}
+
+/// Decodes bytes of `storage` (whole rows or blocks) into `out`; `name` is for errors.
+pub fn decode_storage(storage: Storage, name: &str, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    match storage {
         Storage::Dense(d) if float::is_decodable(d) => float::decode_to_f32(d, bytes, out),
         Storage::Ggml(g) if ggml_dequant::can_dequantize(g) => ggml_dequant::dequantize(g, bytes, out),
-        s => return Err(Error::NotDecodable { tensor: t.name.clone(), from: s.name().into() }),
+        s => return Err(Error::NotDecodable { tensor: name.into(), from: s.name().into() }),
     }
     Ok(())
 }

@@ -130,6 +130,20 @@ pub fn decode_to_f32(dtype: DType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Encodes f32 values as `dtype` (F32, F16 or BF16; round-to-nearest-even) into `dst`
+/// (exactly `src.len()` elements of `dtype`).
+pub fn encode_into(dtype: DType, src: &[f32], dst: &mut [u8]) {
+    let size = dtype.size().expect("byte-sized dtype");
+    assert_eq!(dst.len(), src.len() * size, "{dtype}: destination length does not match");
+    let chunks = dst.chunks_exact_mut(size);
+    match dtype {
+        DType::F32 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
+        DType::F16 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
+        DType::BF16 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        _ => panic!("encode_into supports F32, F16, BF16, not {dtype}"),
+    }
+}
+
 /// Encodes f32 values as `dtype` (F32, F16 or BF16; round-to-nearest-even), appending to `out`.
 pub fn encode_from_f32(dtype: DType, src: &[f32], out: &mut Vec<u8>) {
     match dtype {

@@ -5,7 +5,7 @@
 //! [`execute`] materialises one output tensor at a time (peak memory ≈ the largest output
 //! tensor plus its inputs) into atomically renamed files.
 
-use crate::atomic;
+use crate::atomic::{self, Sink};
 use crate::checkpoint::{Checkpoint, Format};
 use crate::config::ModelConfig;
 use crate::dtype::DType;
@@ -229,12 +229,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, u64);
 
 /// Writes the plan. GGUF: `out` is the file. safetensors: `out` is a directory (created).
 pub fn execute(ck: &Checkpoint, plan: &Plan, progress: Progress) -> Result<()> {
-    let mut produce = |op: &transform::Op, dtype: DType, name: &str, buf: &mut Vec<u8>| -> Result<()> {
-        transform::materialize(ck, op, dtype, buf)?;
+    let mut produce = |op: &transform::Op, dtype: DType, name: &str, sink: &mut Sink| -> Result<()> {
+        transform::stream(ck, op, dtype, sink)?;
         for i in op.inputs() {
             ck.release(&ck.tensors[i]);
         }
-        progress(name, buf.len() as u64);
+        progress(name, sink.written());
         Ok(())
     };
     match &plan.layout {

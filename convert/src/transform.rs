@@ -3,13 +3,20 @@
 //! Each output tensor is one [`Op`] over one or more input tensors. Rearrangements (row
 //! permutation, expert stacking, the MLA `kv_b` split) work on raw elements, so a tensor whose
 //! dtype does not change is moved bit-exactly; a dtype change decodes to f32 once and rounds
-//! once (round-to-nearest-even). Only the tensors of one output are in memory at a time.
+//! once (round-to-nearest-even).
+//!
+//! [`stream`] writes an output in bounded chunks straight from the mapped input (rows of the
+//! innermost dimension, at most [`CHUNK_BYTES`] at a time, source pages released as it goes),
+//! so peak memory does not grow with tensor size. Only the small MLA `kv_b` rearrangements are
+//! built whole. [`materialize`] is the same stream into memory (the engine's weight loader).
 
-use crate::checkpoint::Checkpoint;
+use crate::atomic::Sink;
+use crate::checkpoint::{decode_storage, Checkpoint};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::float;
 use crate::tensor::{Storage, TensorInfo};
+use rayon::prelude::*;
 
 /// Which half of DeepSeek's `kv_b_proj` an op produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,37 +115,142 @@ fn shape_err(t: &TensorInfo, detail: String) -> Error {
     Error::UnmappedTensor { tensor: t.name.clone(), detail }
 }
 
-/// Computes the bytes of an output tensor stored as `out` into `buf`.
+/// Output bytes per streamed chunk.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// Computes the bytes of an output tensor stored as `out`, appending them to `buf`.
 pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> Result<()> {
-    let inputs: Vec<&TensorInfo> = op.inputs().into_iter().map(|i| &ck.tensors[i]).collect();
+    stream(ck, op, out, &mut Sink::new(buf))
+}
+
+/// Streams the bytes of an output tensor stored as `out` into `sink`.
+pub fn stream(ck: &Checkpoint, op: &Op, out: DType, sink: &mut Sink) -> Result<()> {
     match op {
-        Op::Fp8Block { block, .. } => return fp8_block(ck, inputs[0], inputs[1], *block, out, buf),
-        Op::Stack(parts) => {
-            // Each part lands in `out` directly: a plain copy when the dtype already matches.
-            return parts.iter().try_for_each(|p| materialize(ck, p, out, buf));
+        Op::Copy(i) => {
+            let t = &ck.tensors[*i];
+            stream_rows(ck, t, 0, rows(t), out, sink, true)
         }
-        _ => {}
+        Op::PermuteRows { src, n_head } | Op::UnpermuteRows { src, n_head } => {
+            let t = &ck.tensors[*src];
+            let inverse = matches!(op, Op::UnpermuteRows { .. });
+            let order = permutation(t, *n_head, inverse)?;
+            let row_len = rows(t) / order.len().max(1);
+            for r in order {
+                stream_rows(ck, t, r * row_len, (r + 1) * row_len, out, sink, false)?;
+            }
+            ck.release(t);
+            Ok(())
+        }
+        Op::Stack(parts) => parts.iter().try_for_each(|p| stream(ck, p, out, sink)),
+        Op::Unstack { src, index } => {
+            let t = &ck.tensors[*src];
+            let per = rows(t) / t.shape.first().copied().unwrap_or(1).max(1) as usize;
+            stream_rows(ck, t, *index as usize * per, (*index as usize + 1) * per, out, sink, true)
+        }
+        Op::Fp8Block { src, scale_inv, block } => {
+            fp8_block(ck, &ck.tensors[*src], &ck.tensors[*scale_inv], *block, out, sink)
+        }
+        Op::SplitKvB { .. } | Op::MergeKvB { .. } => {
+            let mut buf = Vec::new();
+            materialize_whole(ck, op, out, &mut buf)?;
+            sink.write(&buf)
+        }
     }
-    let mut elems = load(ck, &inputs)?;
+}
+
+/// Number of innermost-dimension rows of `t`.
+fn rows(t: &TensorInfo) -> usize {
+    let ne0 = t.shape.last().copied().unwrap_or(1).max(1);
+    (t.numel() / ne0) as usize
+}
+
+/// Output row order of a Q/K (un)permutation: `order[i]` is the source row (in units of the
+/// tensor's leading dimension) written at output position `i`.
+fn permutation(t: &TensorInfo, n_head: u64, inverse: bool) -> Result<Vec<usize>> {
+    let rows = t.shape.first().copied().unwrap_or(0);
+    if n_head == 0 || rows % (2 * n_head) != 0 {
+        return Err(shape_err(t, format!("{rows} rows cannot be permuted as {n_head} heads of 2×half rows")));
+    }
+    let (d, half) = ((rows / n_head) as usize, (rows / n_head / 2) as usize);
+    let mut order = vec![0usize; rows as usize];
+    for h in 0..n_head as usize {
+        for i in 0..2 {
+            for j in 0..half {
+                let (new, old) = (h * d + 2 * j + i, h * d + i * half + j);
+                if inverse {
+                    order[old] = new;
+                } else {
+                    order[new] = old;
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Streams rows `[r0, r1)` of `t` (innermost-dimension rows) as `out`: passed through when the
+/// storage already is `out`, else decoded and re-encoded in parallel pieces (each element is
+/// converted independently, so the bytes do not depend on the thread count).
+fn stream_rows(
+    ck: &Checkpoint,
+    t: &TensorInfo,
+    r0: usize,
+    r1: usize,
+    out: DType,
+    sink: &mut Sink,
+    release: bool,
+) -> Result<()> {
+    let ne0 = t.shape.last().copied().unwrap_or(1) as usize;
+    let row_in = (t.nbytes as usize).checked_div(rows(t)).unwrap_or(0);
+    let row_out = ne0 * out.size().expect("byte-sized output dtype");
+    let per_chunk = (CHUNK_BYTES / row_in.max(row_out).max(1)).max(1);
+    let bytes = ck.bytes(t);
+    let mut scratch = Vec::new();
+    let mut r = r0;
+    while r < r1 {
+        let end = (r + per_chunk).min(r1);
+        let src = &bytes[r * row_in..end * row_in];
+        if t.storage == Storage::Dense(out) {
+            sink.write(src)?;
+        } else {
+            scratch.resize((end - r) * row_out, 0);
+            convert_rows(t, src, ne0, row_in, out, &mut scratch)?;
+            sink.write(&scratch)?;
+        }
+        if release {
+            ck.sources[t.source].release(t.offset + (r * row_in) as u64, src.len() as u64);
+        }
+        r = end;
+    }
+    Ok(())
+}
+
+/// Decodes whole rows of `t`'s storage and encodes them as `out` into `dst`, in parallel.
+fn convert_rows(t: &TensorInfo, src: &[u8], ne0: usize, row_in: usize, out: DType, dst: &mut [u8]) -> Result<()> {
+    let rows_per_task = (65536 / ne0.max(1)).max(1);
+    let row_out = ne0 * out.size().unwrap();
+    dst.par_chunks_mut(rows_per_task * row_out).zip(src.par_chunks(rows_per_task * row_in)).try_for_each(|(d, s)| {
+        let mut f = vec![0f32; d.len() / out.size().unwrap()];
+        decode_storage(t.storage, &t.name, s, &mut f)?;
+        float::encode_into(out, &f, d);
+        Ok(())
+    })
+}
+
+/// Builds a whole output in memory (used for the small MLA `kv_b` rearrangements).
+fn materialize_whole(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> Result<()> {
+    let inputs: Vec<&TensorInfo> = op.inputs().into_iter().map(|i| &ck.tensors[i]).collect();
+    let elems = load(ck, &inputs)?;
     let dtype = elems[0].dtype;
     let esize = dtype.size().unwrap();
     let arranged = match op {
-        Op::Copy(_) => std::mem::take(&mut elems[0].bytes),
-        Op::PermuteRows { n_head, .. } => permute_rows(inputs[0], &elems[0].bytes, esize, *n_head, false)?,
-        Op::UnpermuteRows { n_head, .. } => permute_rows(inputs[0], &elems[0].bytes, esize, *n_head, true)?,
-        Op::Unstack { index, .. } => {
-            let t = inputs[0];
-            let n = t.shape.first().copied().unwrap_or(1);
-            let each = elems[0].bytes.len() / n.max(1) as usize;
-            elems[0].bytes[*index as usize * each..(*index as usize + 1) * each].to_vec()
-        }
         Op::SplitKvB { n_head, nope, v_head, part, .. } => {
             split_kv_b(inputs[0], &elems[0].bytes, esize, *n_head, *nope, *v_head, *part)?
         }
         Op::MergeKvB { n_head, nope, v_head, .. } => {
             merge_kv_b(inputs[0], &elems[0].bytes, &elems[1].bytes, esize, *n_head, *nope, *v_head)?
         }
-        Op::Fp8Block { .. } | Op::Stack(_) => unreachable!("handled above"),
+        _ => unreachable!("streamed by `stream`"),
     };
     cast(dtype, &arranged, out, buf);
     Ok(())
@@ -153,28 +265,6 @@ fn cast(from: DType, bytes: &[u8], to: DType, buf: &mut Vec<u8>) {
     let mut f = vec![0f32; bytes.len() / from.size().unwrap()];
     float::decode_to_f32(from, bytes, &mut f);
     float::encode_from_f32(to, &f, buf);
-}
-
-fn permute_rows(t: &TensorInfo, bytes: &[u8], esize: usize, n_head: u64, inverse: bool) -> Result<Vec<u8>> {
-    let rows = t.shape.first().copied().unwrap_or(0);
-    if n_head == 0 || rows % (2 * n_head) != 0 {
-        return Err(shape_err(t, format!("{rows} rows cannot be permuted as {n_head} heads of 2×half rows")));
-    }
-    let row_bytes = bytes.len() / rows as usize;
-    let (d, half) = ((rows / n_head) as usize, (rows / n_head / 2) as usize);
-    let mut out = vec![0u8; bytes.len()];
-    for h in 0..n_head as usize {
-        for i in 0..2 {
-            for j in 0..half {
-                let (new, old) = (h * d + 2 * j + i, h * d + i * half + j);
-                let (dst, src) = if inverse { (old, new) } else { (new, old) };
-                out[dst * row_bytes..(dst + 1) * row_bytes]
-                    .copy_from_slice(&bytes[src * row_bytes..(src + 1) * row_bytes]);
-            }
-        }
-    }
-    let _ = esize;
-    Ok(out)
 }
 
 fn split_kv_b(
@@ -253,38 +343,49 @@ fn merge_kv_b(
     Ok(out)
 }
 
+/// DeepSeek FP8 weights, one band of `block.0` rows at a time:
+/// `w[i, j] = f32(q[i, j]) · scale_inv[i / bn, j / bk]`, rounded once to `out`.
 fn fp8_block(
     ck: &Checkpoint,
     w: &TensorInfo,
     s: &TensorInfo,
     block: (u64, u64),
     out: DType,
-    buf: &mut Vec<u8>,
+    sink: &mut Sink,
 ) -> Result<()> {
     let (rows, cols) = match w.shape[..] {
-        [r, c] => (r, c),
+        [r, c] => (r as usize, c as usize),
         _ => return Err(shape_err(w, format!("FP8 block weights must be 2-D, got {:?}", w.shape))),
     };
-    let want = vec![rows.div_ceil(block.0), cols.div_ceil(block.1)];
-    if s.shape != want || s.storage != Storage::Dense(DType::F32) {
-        return Err(shape_err(
-            s,
-            format!(
-                "expected F32 scale_inv of shape {want:?} for '{}' {:?}, got {} {:?}",
-                w.name, w.shape, s.storage, s.shape
-            ),
-        ));
+    let (bn, bk) = (block.0 as usize, block.1 as usize);
+    let want = vec![rows.div_ceil(bn) as u64, cols.div_ceil(bk) as u64];
+    let Storage::Dense(qtype) = w.storage else {
+        return Err(shape_err(w, "FP8 weights must be a dense fp8 dtype".into()));
+    };
+    if s.shape != want || s.storage != Storage::Dense(DType::F32) || qtype.size() != Some(1) {
+        let detail = format!(
+            "expected F32 scale_inv of shape {want:?} for '{}' {} {:?}, got {} {:?}",
+            w.name, w.storage, w.shape, s.storage, s.shape
+        );
+        return Err(shape_err(s, detail));
     }
-    let (mut x, mut sc) = (Vec::new(), Vec::new());
-    ck.read_f32(w, &mut x)?;
+    let mut sc = Vec::new();
     ck.read_f32(s, &mut sc)?;
-    let sc_cols = want[1] as usize;
-    for (i, row) in x.chunks_mut(cols as usize).enumerate() {
-        let srow = &sc[(i / block.0 as usize) * sc_cols..][..sc_cols];
-        for (j, v) in row.iter_mut().enumerate() {
-            *v *= srow[j / block.1 as usize];
+    let bytes = ck.bytes(w);
+    let (mut x, mut enc) = (Vec::new(), Vec::new());
+    for (b, srow) in sc.chunks(want[1] as usize).enumerate() {
+        let (r0, r1) = (b * bn, ((b + 1) * bn).min(rows));
+        x.resize((r1 - r0) * cols, 0.0);
+        float::decode_to_f32(qtype, &bytes[r0 * cols..r1 * cols], &mut x);
+        for row in x.chunks_mut(cols) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v *= srow[j / bk];
+            }
         }
+        enc.resize(x.len() * out.size().unwrap(), 0);
+        float::encode_into(out, &x, &mut enc);
+        sink.write(&enc)?;
     }
-    float::encode_from_f32(out, &x, buf);
+    ck.release(w);
     Ok(())
 }

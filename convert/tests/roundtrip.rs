@@ -54,7 +54,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
         let fill = |i: usize, n: u64| -> Vec<u8> { (0..n).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8 ^ seed)).collect() };
-        gguf::writer::write(&path, &plan, |i, t, buf| { buf.extend(fill(i, t.nbytes)); Ok(()) }).unwrap();
+        gguf::writer::write(&path, &plan, |i, t, sink| sink.write(&fill(i, t.nbytes))).unwrap();
         prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), plan.file_size());
         let ck = Checkpoint::open(&path).unwrap();
         prop_assert_eq!(&ck.gguf.as_ref().unwrap().metadata, &meta);
@@ -75,7 +75,7 @@ proptest! {
         let plan = SafetensorsPlan::new(specs.clone(), shard, &meta).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let fill = |i: usize, n: u64| -> Vec<u8> { (0..n).map(|j| (j as u8) ^ (i as u8)).collect() };
-        recast_convert::safetensors::writer::write_all(dir.path(), &plan, |t, buf| { buf.extend(fill(t.index, t.nbytes)); Ok(()) }).unwrap();
+        recast_convert::safetensors::writer::write_all(dir.path(), &plan, |t, sink| sink.write(&fill(t.index, t.nbytes))).unwrap();
         let ck = Checkpoint::open(dir.path()).unwrap();
         prop_assert_eq!(ck.tensors.len(), specs.len());
         prop_assert_eq!(ck.sources.len(), plan.shards.len());
@@ -131,22 +131,15 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         GgufPlan::new(meta, vec![("t".into(), vec![2, 32], GgmlType::Q8_0), ("u".into(), vec![3], GgmlType::F32)])
             .unwrap();
     let g = dir.path().join("m.gguf");
-    gguf::writer::write(&g, &plan, |_, t, buf| {
-        buf.resize(t.nbytes as usize, 1);
-        Ok(())
-    })
-    .unwrap();
+    gguf::writer::write(&g, &plan, |_, t, sink| sink.write(&vec![1; t.nbytes as usize])).unwrap();
     let st = SafetensorsPlan::new(
         vec![("w".into(), DType::BF16, vec![2, 3]), ("b".into(), DType::F32, vec![3])],
         None,
         &BTreeMap::new(),
     )
     .unwrap();
-    recast_convert::safetensors::writer::write_all(dir.path(), &st, |t, buf| {
-        buf.resize(t.nbytes as usize, 2);
-        Ok(())
-    })
-    .unwrap();
+    recast_convert::safetensors::writer::write_all(dir.path(), &st, |t, sink| sink.write(&vec![2; t.nbytes as usize]))
+        .unwrap();
     vec![
         ("m.gguf", std::fs::read(g).unwrap()),
         ("m.safetensors", std::fs::read(dir.path().join("model.safetensors")).unwrap()),

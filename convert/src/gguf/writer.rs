@@ -9,7 +9,7 @@
 
 use super::reader::{align, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use super::value::{Array, Metadata, Value};
-use crate::atomic::AtomicFile;
+use crate::atomic::{AtomicFile, Sink};
 use crate::error::{Error, Result};
 use crate::ggml_type::GgmlType;
 use crate::tensor::Storage;
@@ -156,32 +156,30 @@ fn serialize_header(metadata: &Metadata, tensors: &[PlannedTensor]) -> Vec<u8> {
     out
 }
 
-/// Writes `plan` to `path` atomically. `produce(i, tensor, buf)` fills `buf` (cleared before
-/// each call) with tensor `i`'s bytes; the length is checked against the plan.
+/// Writes `plan` to `path` atomically. `produce(i, tensor, sink)` streams tensor `i`'s bytes
+/// into `sink` (in as many pieces as it likes); the total is checked against the plan.
 pub fn write<F>(path: &Path, plan: &GgufPlan, mut produce: F) -> Result<()>
 where
-    F: FnMut(usize, &PlannedTensor, &mut Vec<u8>) -> Result<()>,
+    F: FnMut(usize, &PlannedTensor, &mut Sink) -> Result<()>,
 {
     let mut file = AtomicFile::create(path)?;
     file.write_all(&plan.header)?;
     file.write_zeros(plan.data_start() - plan.header.len() as u64)?;
-    let mut buf = Vec::new();
     for (i, t) in plan.tensors.iter().enumerate() {
-        buf.clear();
-        produce(i, t, &mut buf)?;
-        if buf.len() as u64 != t.nbytes {
+        let mut sink = Sink::new(&mut file);
+        produce(i, t, &mut sink)?;
+        if sink.written() != t.nbytes {
             return Err(Error::TensorData {
                 tensor: t.name.clone(),
                 detail: format!(
                     "produced {} bytes, plan expects {} ({} {:?})",
-                    buf.len(),
+                    sink.written(),
                     t.nbytes,
                     t.ggml_type,
                     t.shape
                 ),
             });
         }
-        file.write_all(&buf)?;
         file.write_zeros(align(t.nbytes, plan.alignment) - t.nbytes)?;
     }
     debug_assert_eq!(file.position(), plan.file_size());

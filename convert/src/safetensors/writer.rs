@@ -7,7 +7,7 @@
 //! tensor would push the current one past the limit, `model-00001-of-0000N.safetensors` and a
 //! `model.safetensors.index.json` with `metadata.total_size` and every tensor listed.
 
-use crate::atomic::{self, AtomicFile};
+use crate::atomic::{self, AtomicFile, Sink};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Storage;
@@ -139,24 +139,28 @@ fn layout_shard(file_name: String, mut tensors: Vec<PlannedTensor>, metadata: &B
     ShardPlan { file_name, tensors, header: bytes }
 }
 
-/// Writes one shard atomically; `produce(tensor, buf)` fills `buf` (cleared before each call).
+/// Writes one shard atomically; `produce(tensor, sink)` streams each tensor's bytes.
 pub fn write_shard<F>(path: &Path, shard: &ShardPlan, mut produce: F) -> Result<()>
 where
-    F: FnMut(&PlannedTensor, &mut Vec<u8>) -> Result<()>,
+    F: FnMut(&PlannedTensor, &mut Sink) -> Result<()>,
 {
     let mut file = AtomicFile::create(path)?;
     file.write_all(&shard.header)?;
-    let mut buf = Vec::new();
     for t in &shard.tensors {
-        buf.clear();
-        produce(t, &mut buf)?;
-        if buf.len() as u64 != t.nbytes {
+        let mut sink = Sink::new(&mut file);
+        produce(t, &mut sink)?;
+        if sink.written() != t.nbytes {
             return Err(Error::TensorData {
                 tensor: t.name.clone(),
-                detail: format!("produced {} bytes, plan expects {} ({} {:?})", buf.len(), t.nbytes, t.dtype, t.shape),
+                detail: format!(
+                    "produced {} bytes, plan expects {} ({} {:?})",
+                    sink.written(),
+                    t.nbytes,
+                    t.dtype,
+                    t.shape
+                ),
             });
         }
-        file.write_all(&buf)?;
     }
     file.commit()?;
     Ok(())
@@ -165,7 +169,7 @@ where
 /// Writes every shard of `plan` into `dir`, then the index (multi-shard plans only).
 pub fn write_all<F>(dir: &Path, plan: &SafetensorsPlan, mut produce: F) -> Result<()>
 where
-    F: FnMut(&PlannedTensor, &mut Vec<u8>) -> Result<()>,
+    F: FnMut(&PlannedTensor, &mut Sink) -> Result<()>,
 {
     for shard in &plan.shards {
         write_shard(&dir.join(&shard.file_name), shard, &mut produce)?;

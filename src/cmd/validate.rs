@@ -1,0 +1,197 @@
+//! `recast validate MODEL_OR_LOGITS --golden GOLDEN [--max-kld X] [--min-top1 Y] [--report FILE] [--json]`:
+//! compare a candidate with a golden file; exit 0 pass, 1 fail, 2 bad input.
+
+use super::golden::{load_tokenizer, ModelTokenizer};
+use anyhow::{bail, Context, Result};
+use recast_convert::{ByteSource, Checkpoint, Format};
+use recast_validate::golden::{self, Candidate, Golden, Tokenizer};
+use recast_validate::metrics::{self, Thresholds};
+use recast_validate::report::Report;
+use recast_validate::{npy, Engine};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Candidate: a model (HF directory, .safetensors, .gguf) run on the golden's tokens, or a
+    /// logits dump from another engine — .npy (f32, f16, bf16) or safetensors with a `logits`
+    /// tensor, shaped [seq, vocab] or [n, seq, vocab].
+    candidate: PathBuf,
+    /// Golden file written by `recast golden` (or any safetensors with `tokens` and `logits`).
+    #[arg(long)]
+    golden: PathBuf,
+    /// Fail if the mean KL divergence (nats) exceeds X.
+    #[arg(long, value_name = "X", value_parser = parse_nats)]
+    max_kld: Option<f64>,
+    /// Fail if the top-1 agreement is below Y, a fraction in [0, 1].
+    #[arg(long, value_name = "Y", value_parser = parse_fraction)]
+    min_top1: Option<f64>,
+    /// Write the Markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the JSON report on stdout (instead of the summary).
+    #[arg(long)]
+    json: bool,
+    /// Tokenizer for decoding tokens in the report when the candidate is a dump: a model
+    /// directory, a .gguf, or a tokenizer.json. Its fingerprint is checked against the golden.
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+    /// Positions listed in the report's "worst positions" table.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    worst: usize,
+    /// Worker threads for the engine (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a fraction in [0, 1] (e.g. 0.99), found '{s}'")),
+    }
+}
+
+fn parse_nats(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a non-negative number of nats (e.g. 0.01), found '{s}'")),
+    }
+}
+
+const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
+/// The opened candidate, keeping what its logits borrow alive.
+enum Source {
+    Npy(ByteSource),
+    Checkpoint(Checkpoint),
+}
+
+fn is_npy(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 6];
+    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == NPY_MAGIC
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Loads a tokenizer for the report from a model or a tokenizer.json.
+fn tokenizer_at(path: &Path) -> Result<Option<ModelTokenizer>> {
+    if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+        let t = Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok(Some(ModelTokenizer { tokenizer: t, source: "tokenizer.json" }));
+    }
+    load_tokenizer(&Checkpoint::open(path)?)
+}
+
+/// Checks `tok` against the golden's fingerprint; returns the line for the report.
+fn check_tokenizer(g: &Golden, tok: &Option<ModelTokenizer>, whose: &str) -> Result<String> {
+    Ok(match (tok, &g.meta.tokenizer_fingerprint) {
+        (Some(t), Some(_)) => {
+            let fp = golden::tokenizer_fingerprint(&t.tokenizer)?;
+            g.check_tokenizer(&fp, t.source)?;
+            format!("tokenizer fingerprint matches ({whose}, {})", t.source)
+        }
+        (Some(_), None) => "tokenizer not checked: the golden records no tokenizer fingerprint".into(),
+        (None, _) => format!("tokenizer not checked: {whose} has none"),
+    })
+}
+
+/// The candidate's logits, how to describe it, what was checked, and its tokenizer if it has one.
+type Prepared<'s> = (Candidate<'s>, String, Vec<String>, Option<ModelTokenizer>);
+
+/// Opens the candidate behind `source` and checks it fits the golden (exit 2 otherwise).
+fn prepare<'s>(a: &Args, g: &Golden, source: &'s Source) -> Result<Prepared<'s>> {
+    let mut checks = Vec::new();
+    let (candidate, description, tok) = match source {
+        Source::Npy(src) => {
+            let arr = npy::parse(src.bytes())?;
+            let d = format!("`{}` (logits dump, npy {} {:?})", file_name(&a.candidate), arr.dtype, arr.shape);
+            (Candidate::dense(&a.candidate, arr.data, arr.dtype, &arr.shape)?, d, None)
+        }
+        Source::Checkpoint(ck) if ck.format == Format::Safetensors && ck.get(golden::tensor::LOGITS).is_some() => {
+            let (c, tokens) = Candidate::from_safetensors(ck)?;
+            g.check_candidate(&c)?;
+            if let Some(t) = tokens {
+                g.check_tokens(&t)?;
+                checks.push("token ids in the dump match the golden's".to_string());
+            }
+            (c, format!("`{}` (logits dump, safetensors)", file_name(&a.candidate)), None)
+        }
+        Source::Checkpoint(ck) if ck.get(golden::tensor::TOPK_IDS).is_some() => {
+            bail!("it is a compact golden file; a candidate needs full logits")
+        }
+        Source::Checkpoint(ck) => run_model(g, ck, a.threads, &mut checks)?,
+    };
+    g.check_candidate(&candidate)?;
+    Ok((candidate, description, checks, tok))
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let g = Golden::open(&a.golden).with_context(|| format!("reading golden {}", a.golden.display()))?;
+    let source = if is_npy(&a.candidate) {
+        Source::Npy(ByteSource::open(&a.candidate)?)
+    } else {
+        Source::Checkpoint(Checkpoint::open(&a.candidate)?)
+    };
+    let (candidate, description, mut checks, mut tok) = prepare(&a, &g, &source)
+        .with_context(|| format!("candidate {} against golden {}", a.candidate.display(), a.golden.display()))?;
+    if let Some(p) = &a.tokenizer {
+        tok = tokenizer_at(p)?;
+        let line = check_tokenizer(&g, &tok, &format!("`{}`", file_name(p)))
+            .with_context(|| format!("tokenizer {} against golden {}", p.display(), a.golden.display()))?;
+        checks.push(line);
+    }
+    let comparison = metrics::compare(&g.tokens, &g, &candidate);
+    let thresholds = Thresholds { max_kld: a.max_kld, min_top1: a.min_top1 };
+    let verdict = metrics::verdict(&comparison, &thresholds);
+    let text = |id: u32| tok.as_ref().map_or_else(|| format!("#{id}"), |t| t.text(id));
+    let report = Report {
+        candidate: description,
+        golden_name: file_name(&a.golden),
+        golden_meta: &g.meta,
+        golden_form: g.form(),
+        vocab: g.vocab,
+        tokens: &g.tokens,
+        comparison: &comparison,
+        thresholds,
+        verdict: &verdict,
+        checks,
+        token_text: tok.as_ref().map(|_| &text as &dyn Fn(u32) -> String),
+        worst: a.worst,
+    };
+    if let Some(path) = &a.report {
+        recast_convert::atomic::write_file(path, report.markdown().as_bytes())?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(if verdict.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Runs a candidate model on the golden tokens after checking it is the same model and tokenizer.
+fn run_model<'c>(
+    g: &Golden,
+    ck: &'c Checkpoint,
+    threads: usize,
+    checks: &mut Vec<String>,
+) -> Result<(Candidate<'c>, String, Option<ModelTokenizer>)> {
+    let engine = Engine::new(ck, threads).with_context(|| format!("loading {}", ck.path.display()))?;
+    g.check_model(&engine.config)?;
+    let vocab = engine.config.vocab_size as usize;
+    if vocab != g.vocab {
+        bail!("vocabulary size differs: golden {}, candidate model {vocab}", g.vocab);
+    }
+    checks.push(match &g.meta.model_fingerprint {
+        Some(_) => "model shape fingerprint matches".to_string(),
+        None => "model not checked: the golden records no model fingerprint".to_string(),
+    });
+    let tok = load_tokenizer(ck)?;
+    checks.push(check_tokenizer(g, &tok, "the candidate model")?);
+    let rows = engine.forward(&g.tokens).with_context(|| format!("running {}", ck.path.display()))?;
+    let d = format!("`{}` (model, {}, {})", file_name(&ck.path), ck.format.name(), golden::weights_dtype(ck));
+    Ok((Candidate::Rows { rows, vocab }, d, tok))
+}

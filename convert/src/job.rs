@@ -125,9 +125,6 @@ fn file_type(target: DType) -> u32 {
 fn plan_hf_to_gguf(ck: &Checkpoint, out: &Path, target: DType) -> Result<Plan> {
     let (_, raw, cfg) = hf_config(ck)?;
     let block = mapping::fp8_block_size(Some(&raw));
-    if matches!(cfg.rope_scaling, crate::config::RopeScaling::Llama3 { .. }) {
-        return Err(Error::Unsupported("llama3 RoPE scaling (rope_freqs.weight) is not written yet".into()));
-    }
     let outputs = mapping::hf_to_gguf(ck, &cfg, target, block)?;
     let mut meta = Metadata::new();
     meta.set("general.architecture", Value::String(cfg.arch.info().gguf_arch.into()));

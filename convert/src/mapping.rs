@@ -6,7 +6,7 @@
 //! any data moves, so writers can lay out files and `--dry-run` can print it.
 
 use crate::checkpoint::Checkpoint;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RopeScaling};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::TensorInfo;
@@ -198,8 +198,47 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
         }
     }
     stack_experts(ck, cfg, experts, &fp8, block, target, &mut outs)?;
+    if let Some(factors) = llama3_rope_factors(cfg) {
+        outs.push(OutTensor {
+            name: "rope_freqs.weight".into(),
+            shape: vec![factors.len() as u64],
+            dtype: DType::F32,
+            op: Op::Generated(factors),
+        });
+    }
     sort_outputs(&mut outs);
     Ok(outs)
+}
+
+/// llama.cpp's `rope_freqs.weight` for llama3 RoPE scaling: one divisor per frequency
+/// (`LlamaModel.generate_extra_tensors`, computed in f32 like its torch code).
+pub fn llama3_rope_factors(cfg: &ModelConfig) -> Option<Vec<f32>> {
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor: lo,
+        high_freq_factor: hi,
+        original_max_position_embeddings: old,
+    } = cfg.rope_scaling
+    else {
+        return None;
+    };
+    let dim = cfg.head_dim as usize;
+    let (low_wavelen, high_wavelen) = ((old as f64 / lo) as f32, (old as f64 / hi) as f32);
+    let factors = (0..dim / 2)
+        .map(|i| {
+            let freq = 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / dim as f32);
+            let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor as f32
+            } else {
+                let smooth = (old as f32 / wavelen - lo as f32) / ((hi - lo) as f32);
+                1.0 / ((1.0 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect();
+    Some(factors)
 }
 
 /// `mlp.experts.{e}.{proj}.weight` → `(e, proj)`.
@@ -341,4 +380,29 @@ pub fn hf_to_hf(ck: &Checkpoint, target: DType, block: (u64, u64)) -> Vec<OutTen
         .collect();
     sort_outputs(&mut outs);
     outs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Arch;
+
+    /// Bits from running llama.cpp's `LlamaModel.generate_extra_tensors` (llama-cpp-python 0.3.36
+    /// sdist) in torch 2.15 for theta 500000, head_dim 64, factor 8, low 1, high 4, context 8192.
+    #[test]
+    fn llama3_rope_factors_match_llama_cpp() {
+        let json = serde_json::json!({
+            "model_type": "llama", "vocab_size": 16, "hidden_size": 128, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 131072,
+            "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        });
+        let cfg = ModelConfig::from_hf_json(std::path::Path::new("config.json"), &json).unwrap();
+        assert_eq!(cfg.arch, Arch::Llama);
+        let bits: Vec<u32> = llama3_rope_factors(&cfg).unwrap().iter().map(|f| f.to_bits()).collect();
+        let mut want = vec![0x3f800000u32; 15];
+        want.extend([0x3fc6d64a, 0x402c732e, 0x40a83c06]);
+        want.extend(vec![0x41000000u32; 14]);
+        assert_eq!(bits, want);
+    }
 }

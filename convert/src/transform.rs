@@ -72,6 +72,8 @@ pub enum Op {
         scale_inv: usize,
         block: (u64, u64),
     },
+    /// Values computed by the converter, not read from the input (llama3 `rope_freqs`).
+    Generated(Vec<f32>),
 }
 
 impl Op {
@@ -82,6 +84,7 @@ impl Op {
             Op::Stack(v) => v.iter().flat_map(Op::inputs).collect(),
             Op::MergeKvB { k, v, .. } => vec![*k, *v],
             Op::Fp8Block { src, scale_inv, .. } => vec![*src, *scale_inv],
+            Op::Generated(_) => Vec::new(),
         }
     }
 }
@@ -149,6 +152,11 @@ pub fn stream(ck: &Checkpoint, op: &Op, out: DType, sink: &mut Sink) -> Result<(
         }
         Op::Fp8Block { src, scale_inv, block } => {
             fp8_block(ck, &ck.tensors[*src], &ck.tensors[*scale_inv], *block, out, sink)
+        }
+        Op::Generated(values) => {
+            let mut buf = vec![0u8; values.len() * out.size().expect("byte-sized output dtype")];
+            float::encode_into(out, values, &mut buf);
+            sink.write(&buf)
         }
         Op::SplitKvB { .. } | Op::MergeKvB { .. } => {
             let mut buf = Vec::new();

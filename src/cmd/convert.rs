@@ -86,7 +86,7 @@ fn render_plan(ck: &Checkpoint, plan: &Plan) -> String {
     let nw = plan.outputs.iter().map(|t| t.name.len()).max().unwrap_or(4);
     writeln!(o, "\n{:<nw$}  {:<5} {:<20} op", "tensor", "dtype", "shape").unwrap();
     for t in &plan.outputs {
-        let from = ck.tensors[t.op.inputs()[0]].storage.name();
+        let from = t.op.inputs().first().map_or("F32", |&i| ck.tensors[i].storage.name());
         let cast = if from == t.dtype.name() { String::new() } else { format!(", {from}→{}", t.dtype.name()) };
         let shape = format!("{:?}", t.shape);
         writeln!(o, "{:<nw$}  {:<5} {:<20} {}{cast}", t.name, t.dtype.name(), shape, op_label(&t.op)).unwrap();
@@ -105,6 +105,7 @@ fn op_label(op: &recast_convert::transform::Op) -> String {
         Op::SplitKvB { part, .. } => format!("kv_b_proj {:?} part", part),
         Op::MergeKvB { .. } => "merge attn_k_b + attn_v_b".into(),
         Op::Fp8Block { block, .. } => format!("fp8 dequant ({}x{} blocks)", block.0, block.1),
+        Op::Generated(_) => "generated (llama3 rope factors)".into(),
     }
 }
 

@@ -77,9 +77,11 @@ case $GGUF_USED in
     ;;
 esac
 
-# --- checkpoint (deterministic; regenerated only if missing).
-if [ ! -f "$B/checkpoint.json" ] || [ ! -f "$HF/model.safetensors.index.json" ]; then
+# --- checkpoint (deterministic; regenerated if missing or made with other GEN_ARGS).
+if [ ! -f "$B/checkpoint.json" ] || [ ! -f "$HF/model.safetensors.index.json" ] ||
+    [ "$(cat "$B/gen_args" 2>/dev/null || true)" != "${GEN_ARGS:-}" ]; then
     rm -f "$B/checkpoint.json"
+    printf '%s' "${GEN_ARGS:-}" >"$B/gen_args"
     echo "== generating checkpoint in $HF"
     # shellcheck disable=SC2086
     /usr/bin/time -f "gen_checkpoint: %e s wall, max RSS %M KiB" "$PY" "$HERE/gen_checkpoint.py" "$HF" ${GEN_ARGS:-} >"$B/checkpoint.json.tmp"
@@ -210,3 +212,4 @@ print(f"- recast / llama.cpp throughput {rl:.1f}x (worst pairing {rl_w:.1f}x), t
 print(f"- recast / cp throughput {rc:.2f}x (worst pairing {rc_w:.2f}x), target >= 0.5x: {ok(rc >= 0.5)}")
 print(f"- (context, not a target) CPU seconds: llama.cpp / recast {stat['llama.cpp']['cpu'] / r['cpu']:.2f}x, cp / recast {stat['cp']['cpu'] / r['cpu']:.2f}x")
 EOF
+echo "- recast.gguf vs llama.cpp's ref.gguf: $(grep '^RESULT' "$B/compare.txt" || echo 'RESULT: compare did not run')" | tee -a "$B/table.md"

@@ -135,11 +135,16 @@ pub fn decode_to_f32(dtype: DType, src: &[u8], dst: &mut [f32]) {
 pub fn encode_into(dtype: DType, src: &[f32], dst: &mut [u8]) {
     let size = dtype.size().expect("byte-sized dtype");
     assert_eq!(dst.len(), src.len() * size, "{dtype}: destination length does not match");
-    let chunks = dst.chunks_exact_mut(size);
+    // Chunk sizes are constants in each arm so every store compiles to a plain 2- or 4-byte
+    // write (a runtime-sized chunk costs a memcpy call per element).
     match dtype {
-        DType::F32 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
-        DType::F16 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
-        DType::BF16 => chunks.zip(src).for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        DType::F32 => dst.chunks_exact_mut(4).zip(src).for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
+        DType::F16 => {
+            dst.chunks_exact_mut(2).zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes()))
+        }
+        DType::BF16 => {
+            dst.chunks_exact_mut(2).zip(src).for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes()))
+        }
         _ => panic!("encode_into supports F32, F16, BF16, not {dtype}"),
     }
 }

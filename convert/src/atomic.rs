@@ -124,6 +124,18 @@ impl<'a> Sink<'a> {
     pub fn written(&self) -> u64 {
         self.written
     }
+
+    /// Checks that exactly `expected` bytes were written for `tensor` (`layout` describes its
+    /// planned type and shape for the error message).
+    pub fn check_total(&self, tensor: &str, expected: u64, layout: &str) -> Result<()> {
+        if self.written == expected {
+            return Ok(());
+        }
+        Err(Error::TensorData {
+            tensor: tensor.to_string(),
+            detail: format!("produced {} bytes, plan expects {expected} ({layout})", self.written),
+        })
+    }
 }
 
 /// Writes a small file (JSON, text) atomically in one call.

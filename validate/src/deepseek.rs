@@ -17,8 +17,8 @@
 //!   greedy / group-limited greedy (V2).
 
 use crate::error::{Error, Result};
-use crate::kernels::{add_bias, causal_attention, linear, rms_norm, sigmoid, softmax, top_k, HeadSpec};
-use crate::llama::{dense_mlp, embed, gather_head, head, residual};
+use crate::kernels::{add_bias, causal_attention, gather_head, linear, rms_norm, sigmoid, softmax, top_k, HeadSpec};
+use crate::llama::{dense_mlp, embed, head, residual};
 use crate::rope::{inv_freq, yarn_mscale, RopeTable};
 use crate::weights::{Tensor, Weights};
 use faer::Par;

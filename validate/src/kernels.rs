@@ -117,6 +117,11 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], spec: HeadSpec, out: &m
     out.copy_from_slice(&matmul(&p, seq, seq, v, dv, Par::Seq));
 }
 
+/// Copies head `head` (`hd` wide) of every row of `x[n, heads·hd]` into a contiguous `[n, hd]`.
+pub fn gather_head(x: &[f32], n: usize, width: usize, head: usize, hd: usize) -> Vec<f32> {
+    (0..n).flat_map(|i| x[i * width + head * hd..i * width + (head + 1) * hd].iter().copied()).collect()
+}
+
 /// Grouped-query attention over all heads: `q[n, heads·d]`, `k[n, kv_heads·d]`,
 /// `v[n, kv_heads·dv]` → `[n, heads·dv]`. Query head `h` reads KV head `h / (heads/kv_heads)`
 /// (transformers `repeat_kv`). Heads run in parallel; each is computed whole by one thread, so
@@ -130,15 +135,13 @@ pub fn multi_head_attention(
     spec: HeadSpec,
 ) -> Vec<f32> {
     let (d, dv) = (spec.d, spec.dv);
-    let gather = |x: &[f32], heads: usize, w: usize, h: usize| -> Vec<f32> {
-        (0..n).flat_map(|i| x[(i * heads + h) * w..(i * heads + h + 1) * w].iter().copied()).collect()
-    };
     let per_head: Vec<Vec<f32>> = (0..nh)
         .into_par_iter()
         .map(|h| {
             let kvh = h / (nh / nkv);
             let mut o = vec![0f32; n * dv];
-            causal_attention(&gather(q, nh, d, h), &gather(k, nkv, d, kvh), &gather(v, nkv, dv, kvh), spec, &mut o);
+            let (qh, kh) = (gather_head(q, n, nh * d, h, d), gather_head(k, n, nkv * d, kvh, d));
+            causal_attention(&qh, &kh, &gather_head(v, n, nkv * dv, kvh, dv), spec, &mut o);
             o
         })
         .collect();

@@ -81,11 +81,6 @@ fn proj(w: &Weights, name: &str, h: &[f32], n: usize, d: usize, par: Par) -> Res
     Ok((y, m))
 }
 
-/// Copies head `head` (`hd` wide) of every row of `x[n, heads·hd]` into a contiguous `[n, hd]`.
-pub fn gather_head(x: &[f32], n: usize, width: usize, head: usize, hd: usize) -> Vec<f32> {
-    (0..n).flat_map(|i| x[i * width + head * hd..i * width + (head + 1) * hd].iter().copied()).collect()
-}
-
 /// Self-attention of layer `l` for one sequence; returns the `o_proj` output `[n, hidden]`.
 fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTable, par: Par) -> Result<Vec<f32>> {
     let p = format!("model.layers.{l}.self_attn");

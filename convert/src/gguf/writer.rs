@@ -168,18 +168,7 @@ where
     for (i, t) in plan.tensors.iter().enumerate() {
         let mut sink = Sink::new(&mut file);
         produce(i, t, &mut sink)?;
-        if sink.written() != t.nbytes {
-            return Err(Error::TensorData {
-                tensor: t.name.clone(),
-                detail: format!(
-                    "produced {} bytes, plan expects {} ({} {:?})",
-                    sink.written(),
-                    t.nbytes,
-                    t.ggml_type,
-                    t.shape
-                ),
-            });
-        }
+        sink.check_total(&t.name, t.nbytes, &format!("{} {:?}", t.ggml_type, t.shape))?;
         file.write_zeros(align(t.nbytes, plan.alignment) - t.nbytes)?;
     }
     debug_assert_eq!(file.position(), plan.file_size());

@@ -149,18 +149,7 @@ where
     for t in &shard.tensors {
         let mut sink = Sink::new(&mut file);
         produce(t, &mut sink)?;
-        if sink.written() != t.nbytes {
-            return Err(Error::TensorData {
-                tensor: t.name.clone(),
-                detail: format!(
-                    "produced {} bytes, plan expects {} ({} {:?})",
-                    sink.written(),
-                    t.nbytes,
-                    t.dtype,
-                    t.shape
-                ),
-            });
-        }
+        sink.check_total(&t.name, t.nbytes, &format!("{} {:?}", t.dtype, t.shape))?;
     }
     file.commit()?;
     Ok(())

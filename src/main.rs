@@ -22,6 +22,10 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Convert between Hugging Face safetensors and GGUF, or re-type / re-shard.
     Convert(cmd::convert::Args),
+    /// Quantize a checkpoint with a recipe into the layout its target runtime loads.
+    Quantize(cmd::quantize::Args),
+    /// List shipped recipes and the hardware table, or show one recipe resolved.
+    Recipes(cmd::recipes::Args),
     /// Run the reference engine on prompts and store golden logits.
     Golden(cmd::golden::Args),
     /// Compare a model or a logits dump with a golden file (exit 0 pass, 1 fail, 2 error).
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Recipes(a) => cmd::recipes::run(a),
         Command::Golden(a) => cmd::golden::run(a),
         Command::Validate(a) => cmd::validate::run(a),
     };

@@ -3,4 +3,6 @@
 pub mod convert;
 pub mod golden;
 pub mod inspect;
+pub mod quantize;
+pub mod recipes;
 pub mod validate;

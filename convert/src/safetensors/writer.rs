@@ -55,6 +55,9 @@ pub struct SafetensorsPlan {
     pub shards: Vec<ShardPlan>,
     /// Sum of tensor data bytes (the index's `metadata.total_size`).
     pub total_size: u64,
+    /// File stem: `model` → `model.safetensors`, `model-00001-of-00002.safetensors`,
+    /// `model.safetensors.index.json`.
+    pub stem: String,
 }
 
 impl SafetensorsPlan {
@@ -64,6 +67,19 @@ impl SafetensorsPlan {
         tensors: Vec<(String, DType, Vec<u64>)>,
         max_shard_size: Option<u64>,
         metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        Self::with_layout(tensors, max_shard_size, metadata, "model", true)
+    }
+
+    /// As [`new`](Self::new) with file stem `stem`; `sort` lays tensors out as the reference
+    /// writer does (descending dtype rank, then name) — without it they stay in the given order
+    /// (readers accept any order), so tensors made together are written together.
+    pub fn with_layout(
+        tensors: Vec<(String, DType, Vec<u64>)>,
+        max_shard_size: Option<u64>,
+        metadata: &BTreeMap<String, String>,
+        stem: &str,
+        sort: bool,
     ) -> Result<Self> {
         let mut names = HashSet::new();
         let mut groups: Vec<Vec<PlannedTensor>> = vec![Vec::new()];
@@ -94,14 +110,19 @@ impl SafetensorsPlan {
             .enumerate()
             .map(|(i, tensors)| {
                 let file_name = if n == 1 {
-                    SINGLE_FILE.to_string()
+                    format!("{stem}.safetensors")
                 } else {
-                    format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+                    format!("{stem}-{:05}-of-{:05}.safetensors", i + 1, n)
                 };
-                layout_shard(file_name, tensors, metadata)
+                layout_shard(file_name, tensors, metadata, sort)
             })
             .collect();
-        Ok(SafetensorsPlan { shards, total_size })
+        Ok(SafetensorsPlan { shards, total_size, stem: stem.to_string() })
+    }
+
+    /// The index file's name (`{stem}.safetensors.index.json`).
+    pub fn index_name(&self) -> String {
+        format!("{}.safetensors.index.json", self.stem)
     }
 
     /// The `model.safetensors.index.json` contents (for multi-shard plans).
@@ -117,8 +138,15 @@ impl SafetensorsPlan {
 }
 
 /// Orders a shard's tensors as the reference writer does and serializes its header.
-fn layout_shard(file_name: String, mut tensors: Vec<PlannedTensor>, metadata: &BTreeMap<String, String>) -> ShardPlan {
-    tensors.sort_by(|a, b| b.dtype.cmp(&a.dtype).then_with(|| a.name.cmp(&b.name)));
+fn layout_shard(
+    file_name: String,
+    mut tensors: Vec<PlannedTensor>,
+    metadata: &BTreeMap<String, String>,
+    sort: bool,
+) -> ShardPlan {
+    if sort {
+        tensors.sort_by(|a, b| b.dtype.cmp(&a.dtype).then_with(|| a.name.cmp(&b.name)));
+    }
     let mut offset = 0;
     let mut header = Map::new();
     if !metadata.is_empty() {
@@ -166,7 +194,7 @@ where
     if plan.shards.len() > 1 {
         let mut text = serde_json::to_string_pretty(&plan.index_json()).expect("index serializes");
         text.push('\n');
-        atomic::write_file(dir.join(INDEX_FILE), text.as_bytes())?;
+        atomic::write_file(dir.join(plan.index_name()), text.as_bytes())?;
     }
     Ok(())
 }

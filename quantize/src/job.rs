@@ -1,0 +1,780 @@
+//! `recast quantize`: plan every output tensor from a recipe, then stream the checkpoint
+//! through the codecs into the target layout.
+//!
+//! [`plan`] reuses recast-convert's conversion plans (names, Q/K permutation, DeepSeek FP8
+//! dequantization, tokenizer and config side files) in F32, then decides each weight's
+//! encoding: the recipe's first matching rule, else the GGUF preset's choice (llama-quantize's
+//! mixture), else unquantized. [`execute`] computes one weight at a time — decode to f32,
+//! check finiteness, encode, measure the error the runtime will see — and writes its tensors
+//! through convert's atomic writers, so memory holds one weight and its encodings.
+
+use crate::codec::fp8::{Fp8Format, Granularity};
+use crate::codec::int::{self, IntSpec};
+use crate::codec::stats::{self, ErrorStats};
+use crate::error::{Error, Result};
+use crate::layout::gguf_mix::{self, Mixer, ModelFacts};
+use crate::layout::{self, ascend, compressed_tensors, deepseek_fp8, Encoding, OutSpec};
+use crate::recipe::{Activations, FloatDtype, Indivisible, LayoutKind, Recipe, Scheme, Strategy};
+use recast_convert::atomic::{self, Sink};
+use recast_convert::gguf::{self, Value};
+use recast_convert::job::{self as cjob, OutFormat};
+use recast_convert::mapping::OutTensor;
+use recast_convert::safetensors::writer as st_writer;
+use recast_convert::safetensors::SafetensorsPlan;
+use recast_convert::transform::{self, Op};
+use recast_convert::{Checkpoint, DType, Format, GgmlType, ModelConfig, Storage};
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// safetensors layouts: bytes of tensor data per shard.
+    pub max_shard_size: Option<u64>,
+}
+
+/// One source weight and how it is written.
+#[derive(Clone, Debug)]
+pub struct WeightPlan {
+    /// Name in the output's naming (GGUF or Hugging Face).
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub source: OutTensor,
+    pub encoding: Encoding,
+    /// The scheme's label (`Q4_K`, `fp8-e4m3fn-block128x128`, `bf16`…).
+    pub scheme: String,
+    /// Where the choice came from: `rule N`, `preset Q4_K_M`, or `default`.
+    pub origin: String,
+    /// A fallback or exception taken for this tensor.
+    pub note: Option<String>,
+    pub outputs: Vec<OutSpec>,
+}
+
+impl WeightPlan {
+    pub fn bytes(&self) -> u64 {
+        self.outputs.iter().map(OutSpec::nbytes).sum()
+    }
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    pub fn bits_per_weight(&self) -> f64 {
+        self.bytes() as f64 * 8.0 / self.numel().max(1) as f64
+    }
+    pub fn quantized(&self) -> bool {
+        !matches!(self.encoding, Encoding::Float(_))
+    }
+}
+
+pub enum FileLayout {
+    Gguf(gguf::GgufPlan),
+    Safetensors(SafetensorsPlan),
+}
+
+/// A fully resolved quantization.
+pub struct QuantPlan {
+    pub recipe: Recipe,
+    pub source: PathBuf,
+    pub source_format: Format,
+    pub config: ModelConfig,
+    pub weights: Vec<WeightPlan>,
+    pub warnings: Vec<String>,
+    pub out: PathBuf,
+    pub layout: FileLayout,
+    pub side_files: Vec<(String, Vec<u8>)>,
+    /// Output tensor (in file order of the layout's tensor list) → (weight, output index).
+    slots: Vec<(usize, usize)>,
+}
+
+impl QuantPlan {
+    pub fn total_bytes(&self) -> u64 {
+        let weights = match &self.layout {
+            FileLayout::Gguf(p) => p.file_size(),
+            FileLayout::Safetensors(p) => p.shards.iter().map(|s| s.file_size()).sum(),
+        };
+        weights + self.side_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    }
+    pub fn total_params(&self) -> u64 {
+        self.weights.iter().map(WeightPlan::numel).sum()
+    }
+    /// Where the manifest goes: `DIR/recast-manifest.json`, or `FILE.recast-manifest.json`
+    /// beside a GGUF file.
+    pub fn manifest_path(&self) -> PathBuf {
+        match self.layout {
+            FileLayout::Gguf(_) => {
+                let mut s = self.out.as_os_str().to_owned();
+                s.push(".recast-manifest.json");
+                PathBuf::from(s)
+            }
+            FileLayout::Safetensors(_) => self.out.join(MANIFEST_FILE),
+        }
+    }
+}
+
+pub const MANIFEST_FILE: &str = "recast-manifest.json";
+
+/// HF weights a runtime loads as quantized Linear layers: 2-D projection weights (not
+/// embeddings, norms or MoE routers).
+pub fn is_hf_linear(name: &str, shape: &[u64]) -> bool {
+    shape.len() == 2
+        && name.ends_with(".weight")
+        && !name.contains("embed_tokens")
+        && !name.contains("norm")
+        && !name.ends_with("mlp.gate.weight")
+}
+
+fn float_dtype(d: FloatDtype, model: DType) -> DType {
+    match d {
+        FloatDtype::F32 => DType::F32,
+        FloatDtype::F16 => DType::F16,
+        FloatDtype::Bf16 => DType::BF16,
+        FloatDtype::Source => model,
+    }
+}
+
+/// The dense float dtype a source tensor is stored in (F32 for quantized or FP8 sources).
+fn source_dtype(ck: &Checkpoint, op: &Op, model: DType) -> DType {
+    let ins = op.inputs();
+    match ins.first().map(|i| ck.tensors[*i].storage) {
+        Some(Storage::Dense(d)) if matches!(d, DType::F32 | DType::F16 | DType::BF16) => d,
+        Some(_) => DType::F32,
+        None => model,
+    }
+}
+
+fn json_bytes(v: &Json) -> Vec<u8> {
+    let mut s = serde_json::to_string_pretty(v).expect("serializes");
+    s.push('\n');
+    s.into_bytes()
+}
+
+fn torch_name(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    }
+}
+
+/// Resolves a rule's scheme for one tensor in the recipe's layout.
+fn encoding_of(r: &Recipe, scheme: &Scheme, keep: DType, model: DType) -> Encoding {
+    match scheme {
+        Scheme::Keep => Encoding::Float(keep),
+        Scheme::Float { dtype } => Encoding::Float(float_dtype(*dtype, model)),
+        Scheme::Ggml { ggml_type } => match ggml_type.0.dense() {
+            Some(d) => Encoding::Float(d),
+            None => Encoding::Ggml(ggml_type.0),
+        },
+        Scheme::Fp8 { format, strategy, block, activations } => {
+            let granularity = match strategy {
+                Strategy::Tensor => Granularity::Tensor,
+                Strategy::Channel => Granularity::Channel,
+                Strategy::Block => {
+                    let [rows, cols] = block.unwrap_or([128, 128]);
+                    Granularity::Block { rows, cols }
+                }
+            };
+            let scale_dtype = match r.layout {
+                LayoutKind::CompressedTensors => model,
+                _ => DType::F32,
+            };
+            Encoding::Fp8 { format: *format, granularity, activations: *activations, scale_dtype }
+        }
+        Scheme::Int { bits, group, symmetric, activations } => {
+            let (rule, scale_dtype) = match r.layout {
+                LayoutKind::Ascend => (int::ScaleRule::MaxQ, DType::F32),
+                _ => (int::ScaleRule::HalfRange, model),
+            };
+            let group = match group {
+                crate::recipe::Group::Channel => int::Group::Channel,
+                crate::recipe::Group::Size(n) => int::Group::Size(*n),
+            };
+            Encoding::Int {
+                spec: IntSpec { bits: *bits, group, symmetric: *symmetric, rule, scale_dtype },
+                activations: *activations,
+            }
+        }
+    }
+}
+
+/// Why `enc` cannot be applied to `shape` (row length not a multiple of the block/group).
+fn indivisible(layout: LayoutKind, enc: &Encoding, shape: &[u64]) -> Option<String> {
+    let (rows, cols) = layout::matrix(shape);
+    match enc {
+        Encoding::Ggml(t) if cols % t.block_size() as u64 != 0 => {
+            Some(format!("row length {cols} is not a multiple of {}'s block of {}", t.name(), t.block_size()))
+        }
+        Encoding::Int { spec, .. } => {
+            if let int::Group::Size(g) = spec.group {
+                if cols % g as u64 != 0 {
+                    return Some(format!("row length {cols} is not a multiple of the group size {g}"));
+                }
+            }
+            if layout == LayoutKind::Ascend && spec.bits == 4 {
+                let (n, what) = match spec.group {
+                    int::Group::Channel => (cols, "columns"),
+                    int::Group::Size(_) => (rows, "rows"),
+                };
+                if n % 2 != 0 {
+                    return Some(format!("{n} {what} cannot be packed two int4 per byte"));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Base conversion in F32: output names, ops and side files, in the layout's naming.
+fn base(
+    ck: &Checkpoint,
+    out: &Path,
+    layout: LayoutKind,
+) -> Result<(Vec<OutTensor>, Option<gguf::Metadata>, Vec<(String, Vec<u8>)>, ModelConfig)> {
+    if layout == LayoutKind::Gguf {
+        if ck.format == Format::Gguf {
+            let info = ck.gguf.as_ref().expect("gguf checkpoint");
+            let embd = ck.require("token_embd.weight", "the vocabulary size")?;
+            let cfg =
+                ModelConfig::from_gguf(&ck.path, &info.metadata, embd.shape[0], ck.get("output.weight").is_some())?;
+            let outputs = ck
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| OutTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    dtype: DType::F32,
+                    op: Op::Copy(i),
+                })
+                .collect();
+            return Ok((outputs, Some(info.metadata.clone()), Vec::new(), cfg));
+        }
+        let p =
+            cjob::plan(ck, out, &cjob::Options { to: OutFormat::Gguf, dtype: Some(DType::F32), max_shard_size: None })?;
+        let cjob::Layout::Gguf(g) = p.layout else { unreachable!("asked for GGUF") };
+        return Ok((p.outputs, Some(g.metadata), p.side_files, p.config));
+    }
+    let p = cjob::plan(
+        ck,
+        out,
+        &cjob::Options { to: OutFormat::Safetensors, dtype: Some(DType::F32), max_shard_size: None },
+    )?;
+    Ok((p.outputs, None, p.side_files, p.config))
+}
+
+/// Plans quantizing `ck` with `recipe` into `out` (a file for GGUF, else a directory).
+pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Result<QuantPlan> {
+    let layout_kind = recipe.layout;
+    let (outputs, meta, mut side_files, config) = base(ck, out, layout_kind)?;
+    let model = match layout_kind {
+        LayoutKind::Gguf => DType::F32,
+        _ => cjob::source_float(ck),
+    };
+    let model = float_dtype(recipe.dtype, model);
+    let mut warnings = Vec::new();
+
+    // llama-quantize's choices, made in its loader order.
+    let mut preset_choice: HashMap<String, Option<GgmlType>> = HashMap::new();
+    if let (Some(preset), LayoutKind::Gguf) = (recipe.preset, layout_kind) {
+        let facts = ModelFacts {
+            arch: config.arch.info().gguf_arch.to_string(),
+            n_layer: (config.num_hidden_layers + config.num_nextn_predict_layers) as u32,
+            n_head: config.num_attention_heads as u32,
+            n_head_kv: config.num_key_value_heads as u32,
+            n_expert: config.moe.as_ref().map_or(0, |m| m.n_routed_experts as u32),
+        };
+        let mut order: Vec<&OutTensor> = outputs.iter().collect();
+        order.sort_by(|a, b| gguf_mix::loader_order(&a.name, &b.name));
+        let mut mixer = Mixer::new(facts, preset, false, order.iter().map(|o| o.name.as_str()));
+        for o in order {
+            preset_choice.insert(o.name.clone(), mixer.choose(&o.name, &o.shape));
+        }
+    }
+
+    let mut rule_hits = vec![0usize; recipe.rules.len()];
+    let mut weights = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        let candidate = match layout_kind {
+            LayoutKind::Gguf => gguf_mix::allows_quantization(&o.name, o.shape.len()),
+            _ => is_hf_linear(&o.name, &o.shape),
+        };
+        let keep = match layout_kind {
+            LayoutKind::Gguf => DType::F32,
+            _ if recipe.dtype == FloatDtype::Source => source_dtype(ck, &o.op, model),
+            _ => model,
+        };
+        let mut note = None;
+        let (mut encoding, mut scheme, origin, on_indiv) = match candidate
+            .then(|| recipe.rule_for(&o.name, true))
+            .flatten()
+        {
+            Some((i, rule)) => {
+                rule_hits[i] += 1;
+                let e = encoding_of(recipe, &rule.scheme, keep, model);
+                (
+                    e,
+                    rule.scheme.label(),
+                    format!("rule {}", i + 1),
+                    rule.on_indivisible.unwrap_or(recipe.on_indivisible),
+                )
+            }
+            None => match preset_choice.get(&o.name).copied().flatten() {
+                Some(t) => {
+                    let e = t.dense().map_or(Encoding::Ggml(t), Encoding::Float);
+                    let wanted = recipe.preset.expect("preset").default_type();
+                    if candidate && t != wanted && t.block_size() != wanted.block_size() {
+                        note = Some(format!(
+                            "{} → {} (row length {})",
+                            wanted.name(),
+                            t.name(),
+                            o.shape.last().unwrap_or(&0)
+                        ));
+                    }
+                    (e, t.name().to_string(), format!("preset {:?}", recipe.preset.unwrap()), Indivisible::Fail)
+                }
+                None => {
+                    (Encoding::Float(keep), torch_name(keep).replace("float", "f"), "default".into(), Indivisible::Fail)
+                }
+            },
+        };
+        if let Some(why) = indivisible(layout_kind, &encoding, &o.shape) {
+            match on_indiv {
+                Indivisible::Keep => {
+                    note = Some(format!("kept unquantized: {why}"));
+                    encoding = Encoding::Float(keep);
+                    scheme = torch_name(keep).replace("float", "f");
+                }
+                Indivisible::Fail => {
+                    return Err(Error::tensor(
+                        &o.name,
+                        format!(
+                            "{scheme}: {why} (set `on_indivisible: keep` in the recipe or the rule to leave such tensors unquantized)"
+                        ),
+                    ))
+                }
+                Indivisible::Pad => {
+                    return Err(Error::tensor(
+                        &o.name,
+                        format!("{scheme}: {why}; `on_indivisible: pad` is not possible here: the {} layout has no record of a padded shape", layout_kind.name()),
+                    ))
+                }
+            }
+        }
+        if layout_kind == LayoutKind::DeepseekFp8 {
+            if let Encoding::Fp8 { format: Fp8Format::E5M2, .. } = encoding {
+                return Err(Error::recipe(
+                    &recipe.name,
+                    "DeepSeek's FP8 layout stores e4m3 (`fmt: e4m3`); e5m2 has no loader",
+                ));
+            }
+        }
+        if layout_kind == LayoutKind::CompressedTensors {
+            if let Encoding::Fp8 { format: Fp8Format::E5M2, .. } = encoding {
+                return Err(Error::recipe(
+                    &recipe.name,
+                    "compressed-tensors' float-quantized format stores e4m3 weights",
+                ));
+            }
+        }
+        let outputs = layout::outputs(layout_kind, &o.name, &o.shape, &encoding);
+        weights.push(WeightPlan {
+            name: o.name.clone(),
+            shape: o.shape.clone(),
+            source: o,
+            encoding,
+            scheme,
+            origin,
+            note,
+            outputs,
+        });
+    }
+    for (i, n) in rule_hits.iter().enumerate() {
+        if *n == 0 {
+            let targets: Vec<&str> = recipe.rules[i].targets.iter().map(|p| p.text.as_str()).collect();
+            warnings.push(format!("rule {} (targets {}) matched no tensor", i + 1, targets.join(", ")));
+        }
+    }
+    if !weights.iter().any(WeightPlan::quantized) {
+        warnings.push("no tensor is quantized by this recipe".into());
+    }
+
+    let mut slots = Vec::new();
+    let mut specs = Vec::new();
+    for (w, wp) in weights.iter().enumerate() {
+        for (k, s) in wp.outputs.iter().enumerate() {
+            slots.push((w, k));
+            specs.push(s.clone());
+        }
+    }
+    let layout = match layout_kind {
+        LayoutKind::Gguf => {
+            let mut meta = meta.expect("gguf metadata");
+            let file_type = recipe.preset.map_or_else(|| mostly_type(&weights), |p| p.file_type());
+            meta.set("general.file_type", Value::U32(file_type));
+            meta.set("general.quantization_version", Value::U32(2));
+            let tensors = specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.shape.clone(),
+                        s.storage
+                            .ggml_type()
+                            .or_else(|| match s.storage {
+                                Storage::Dense(d) => GgmlType::from_dtype(d),
+                                _ => None,
+                            })
+                            .expect("gguf storage"),
+                    )
+                })
+                .collect();
+            FileLayout::Gguf(gguf::GgufPlan::new(meta, tensors)?)
+        }
+        _ => {
+            let tensors = specs
+                .iter()
+                .map(|s| match s.storage {
+                    Storage::Dense(d) => (s.name.clone(), d, s.shape.clone()),
+                    Storage::Ggml(_) => unreachable!("ggml storage outside GGUF"),
+                })
+                .collect();
+            let stem = if layout_kind == LayoutKind::Ascend { ascend::STEM } else { "model" };
+            let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+            FileLayout::Safetensors(SafetensorsPlan::with_layout(tensors, opts.max_shard_size, &meta, stem, false)?)
+        }
+    };
+    if layout_kind != LayoutKind::Gguf {
+        side_files = hf_side_files(recipe, side_files, &weights, model)?;
+    }
+    Ok(QuantPlan {
+        recipe: recipe.clone(),
+        source: ck.path.clone(),
+        source_format: ck.format,
+        config,
+        weights,
+        warnings,
+        out: out.to_path_buf(),
+        layout,
+        side_files,
+        slots,
+    })
+}
+
+/// `general.file_type` without a preset: the type holding most quantized parameters.
+fn mostly_type(weights: &[WeightPlan]) -> u32 {
+    let mut by: BTreeMap<u32, u64> = BTreeMap::new();
+    for w in weights {
+        let ft = match w.encoding {
+            Encoding::Ggml(t) => match t {
+                GgmlType::Q4_0 => 2,
+                GgmlType::Q4_1 => 3,
+                GgmlType::Q8_0 => 7,
+                GgmlType::Q5_0 => 8,
+                GgmlType::Q5_1 => 9,
+                GgmlType::Q2_K => 10,
+                GgmlType::Q3_K => 12,
+                GgmlType::Q4_K => 15,
+                GgmlType::Q5_K => 17,
+                GgmlType::Q6_K => 18,
+                _ => continue,
+            },
+            Encoding::Float(DType::F16) if w.shape.len() >= 2 => 1,
+            Encoding::Float(DType::BF16) if w.shape.len() >= 2 => 32,
+            _ => continue,
+        };
+        *by.entry(ft).or_default() += w.numel();
+    }
+    by.into_iter().max_by_key(|(_, n)| *n).map_or(0, |(t, _)| t)
+}
+
+/// config.json (with the layout's quantization config) and the layout's own side files.
+fn hf_side_files(
+    r: &Recipe,
+    files: Vec<(String, Vec<u8>)>,
+    weights: &[WeightPlan],
+    model: DType,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        if name != "config.json" {
+            out.push((name, bytes));
+            continue;
+        }
+        let mut cfg: Json =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Unsupported(format!("config.json: {e}")))?;
+        let obj = cfg.as_object_mut().ok_or_else(|| Error::Unsupported("config.json is not an object".into()))?;
+        obj.remove("quantization_config");
+        obj.insert("dtype".into(), json!(torch_name(model)));
+        match r.layout {
+            LayoutKind::DeepseekFp8 => {
+                let block = weights
+                    .iter()
+                    .find_map(|w| match w.encoding {
+                        Encoding::Fp8 { granularity: Granularity::Block { rows, cols }, .. } => Some([rows, cols]),
+                        _ => None,
+                    })
+                    .unwrap_or([128, 128]);
+                obj.insert("quantization_config".into(), deepseek_fp8::quantization_config(block));
+            }
+            LayoutKind::CompressedTensors => {
+                let mut groups: Vec<(Encoding, Vec<String>)> = Vec::new();
+                let mut dense_linear = Vec::new();
+                for w in weights.iter().filter(|w| is_hf_linear(&w.name, &w.shape)) {
+                    let module = layout::module_of(&w.name).to_string();
+                    if !w.quantized() {
+                        dense_linear.push(module);
+                        continue;
+                    }
+                    match groups.iter_mut().find(|(e, _)| *e == w.encoding) {
+                        Some((_, m)) => m.push(module),
+                        None => groups.push((w.encoding.clone(), vec![module])),
+                    }
+                }
+                if !weights.iter().any(|w| w.name == "lm_head.weight") {
+                    // Tied embeddings: no lm_head tensor, but runtimes still build the module.
+                    dense_linear.push("lm_head".into());
+                }
+                let q = compressed_tensors::quantization_config(&groups, &dense_linear, r.kv_cache.as_ref());
+                obj.insert("quantization_config".into(), q);
+            }
+            LayoutKind::Ascend | LayoutKind::Gguf => {}
+        }
+        out.push((name, json_bytes(&cfg)));
+    }
+    if r.layout == LayoutKind::Ascend {
+        let mut entries = Vec::new();
+        let mut group_size = 0u64;
+        for w in weights {
+            let t = match &w.encoding {
+                Encoding::Int { spec, activations } => {
+                    if let int::Group::Size(g) = spec.group {
+                        group_size = g as u64;
+                    }
+                    ascend::type_name(spec.bits, *activations == Activations::Dynamic)
+                }
+                _ => "FLOAT",
+            };
+            for o in &w.outputs {
+                entries.push((o.name.clone(), t));
+            }
+        }
+        out.push((ascend::DESCRIPTION_FILE.to_string(), json_bytes(&ascend::description(&entries, group_size))));
+    }
+    Ok(out)
+}
+
+/// What `execute` measured for one weight.
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightReport {
+    pub name: String,
+    pub scheme: String,
+    pub origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub shape: Vec<u64>,
+    pub bytes: u64,
+    pub bits_per_weight: f64,
+    pub error: ErrorStats,
+    pub outputs: Vec<OutputReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputReport {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
+/// Progress callback: `(weight name, index, count)` after each weight.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+struct Pending {
+    weight: usize,
+    tensors: Vec<Vec<u8>>,
+}
+
+/// Writes the plan: the weights file(s), side files, then the manifest. Returns per-weight
+/// reports in plan order.
+pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<Vec<WeightReport>> {
+    let mut reports: Vec<Option<WeightReport>> = vec![None; plan.weights.len()];
+    let mut pending: Option<Pending> = None;
+    let n = plan.weights.len();
+    let mut produce = |slot: usize, sink: &mut Sink| -> Result<()> {
+        let (w, k) = plan.slots[slot];
+        if !matches!(&pending, Some(p) if p.weight == w) {
+            let wp = &plan.weights[w];
+            let (tensors, report) = encode_weight(ck, plan.recipe.layout, wp)?;
+            reports[w] = Some(report);
+            pending = Some(Pending { weight: w, tensors });
+            progress(&wp.name, w, n);
+        }
+        let p = pending.as_mut().expect("pending weight");
+        sink.write(&std::mem::take(&mut p.tensors[k]))?;
+        Ok(())
+    };
+    match &plan.layout {
+        FileLayout::Gguf(g) => {
+            if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
+            }
+            gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))?;
+        }
+        FileLayout::Safetensors(s) => {
+            std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
+            // Slots are numbered in the order tensors were given to the plan (`index`).
+            st_writer::write_all(&plan.out, s, |t, sink| produce(t.index, sink).map_err(to_convert))?;
+            for (name, bytes) in &plan.side_files {
+                atomic::write_file(plan.out.join(name), bytes)?;
+            }
+        }
+    }
+    Ok(reports.into_iter().map(|r| r.expect("every weight written")).collect())
+}
+
+fn to_convert(e: Error) -> recast_convert::Error {
+    match e {
+        Error::Convert(c) => c,
+        other => recast_convert::Error::Unsupported(other.to_string()),
+    }
+}
+
+fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> Result<(Vec<Vec<u8>>, WeightReport)> {
+    let mut bytes = Vec::new();
+    transform::materialize(ck, &wp.source.op, DType::F32, &mut bytes)?;
+    for i in wp.source.op.inputs() {
+        ck.release(&ck.tensors[i]);
+    }
+    let w: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+    drop(bytes);
+    if wp.quantized() {
+        if let Some((i, v)) = stats::first_non_finite(&w) {
+            let (_, cols) = layout::matrix(&wp.shape);
+            let (r, c) = (i as u64 / cols.max(1), i as u64 % cols.max(1));
+            return Err(Error::tensor(
+                &wp.name,
+                format!("non-finite weight {v} at index {i} (row {r}, column {c}); cannot quantize"),
+            ));
+        }
+    }
+    let enc = layout::encode(layout_kind, &wp.shape, &wp.encoding, &w);
+    let error = stats::error_stats(&w, &enc.dequantized);
+    let report = WeightReport {
+        name: wp.name.clone(),
+        scheme: wp.scheme.clone(),
+        origin: wp.origin.clone(),
+        note: wp.note.clone(),
+        shape: wp.shape.clone(),
+        bytes: wp.bytes(),
+        bits_per_weight: wp.bits_per_weight(),
+        error,
+        outputs: wp
+            .outputs
+            .iter()
+            .map(|o| OutputReport { name: o.name.clone(), dtype: o.storage.name().to_string(), shape: o.shape.clone() })
+            .collect(),
+    };
+    Ok((enc.tensors, report))
+}
+
+/// sha256 and size of each file the plan wrote (relative names).
+pub fn output_files(plan: &QuantPlan) -> Result<Vec<(String, u64, String)>> {
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    match &plan.layout {
+        FileLayout::Gguf(_) => {
+            let name = plan.out.file_name().map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned());
+            paths.push((name, plan.out.clone()));
+        }
+        FileLayout::Safetensors(s) => {
+            for sh in &s.shards {
+                paths.push((sh.file_name.clone(), plan.out.join(&sh.file_name)));
+            }
+            if s.shards.len() > 1 {
+                paths.push((s.index_name(), plan.out.join(s.index_name())));
+            }
+            for (n, _) in &plan.side_files {
+                paths.push((n.clone(), plan.out.join(n)));
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .map(|(name, p)| {
+            let (size, hash) = sha256_file(&p)?;
+            Ok((name, size, hash))
+        })
+        .collect()
+}
+
+fn sha256_file(p: &Path) -> Result<(u64, String)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).map_err(|e| recast_convert::Error::io(p, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| recast_convert::Error::io(p, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((n, format!("{:x}", h.finalize())))
+}
+
+/// A fingerprint of the source's structure: tensor names, storage types, shapes and byte
+/// sizes, plus config.json. Identifies the checkpoint without reading its weights.
+pub fn source_fingerprint(ck: &Checkpoint) -> String {
+    let mut h = Sha256::new();
+    for t in &ck.tensors {
+        h.update(t.name.as_bytes());
+        h.update(t.storage.name().as_bytes());
+        for d in &t.shape {
+            h.update(d.to_le_bytes());
+        }
+        h.update(t.nbytes.to_le_bytes());
+    }
+    if let Some(p) = ck.config_path() {
+        if let Ok(b) = std::fs::read(p) {
+            h.update(&b);
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The manifest written beside the output (`recast-manifest.json`).
+pub fn manifest(
+    ck: &Checkpoint,
+    plan: &QuantPlan,
+    reports: &[WeightReport],
+    files: &[(String, u64, String)],
+    version: &str,
+) -> Json {
+    let quantized: Vec<&WeightReport> = reports.iter().filter(|r| !r.outputs.is_empty()).collect();
+    let total_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    json!({
+        "recast_version": version,
+        "source": {
+            "path": ck.path.display().to_string(),
+            "format": ck.format.name(),
+            "fingerprint": source_fingerprint(ck),
+        },
+        "recipe": {
+            "name": plan.recipe.name,
+            "sha256": plan.recipe.hash(),
+            "resolved": plan.recipe,
+        },
+        "layout": plan.recipe.layout.name(),
+        "summary": {
+            "parameters": plan.total_params(),
+            "weight_bytes": total_bytes,
+            "bits_per_weight": total_bytes as f64 * 8.0 / plan.total_params().max(1) as f64,
+        },
+        "warnings": plan.warnings,
+        "tensors": quantized,
+        "files": files.iter().map(|(n, s, h)| json!({"name": n, "bytes": s, "sha256": h})).collect::<Vec<_>>(),
+        "validation": null,
+    })
+}

@@ -1,0 +1,247 @@
+//! Output layouts: the tensors each runtime loads for a quantized weight, and their bytes.
+//!
+//! [`Encoding`] is a scheme made concrete for one layout (scale dtype, scale rule, packing);
+//! [`outputs`] names and shapes the tensors it writes, [`encode`] produces their bytes and the
+//! values the runtime will dequantize them to (for error statistics). Config-side files
+//! (`quantization_config`, `quant_model_description.json`) are in the per-layout modules.
+
+pub mod ascend;
+pub mod compressed_tensors;
+pub mod deepseek_fp8;
+pub mod gguf_mix;
+
+use crate::codec::fp8::{self, Fp8Format, Granularity};
+use crate::codec::{ggml, int, pack};
+use crate::recipe::{Activations, LayoutKind};
+use recast_convert::ggml_dequant;
+use recast_convert::{float, DType, GgmlType, Storage};
+
+/// A scheme made concrete for one layout.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Encoding {
+    /// Unquantized, in this float type (GGUF: F32/F16/BF16 ggml types).
+    Float(DType),
+    /// A ggml block type (GGUF).
+    Ggml(GgmlType),
+    Fp8 {
+        format: Fp8Format,
+        granularity: Granularity,
+        activations: Activations,
+        scale_dtype: DType,
+    },
+    Int {
+        spec: int::IntSpec,
+        activations: Activations,
+    },
+}
+
+/// One tensor a layout writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutSpec {
+    pub name: String,
+    pub storage: Storage,
+    pub shape: Vec<u64>,
+}
+
+impl OutSpec {
+    fn dense(name: String, dtype: DType, shape: Vec<u64>) -> Self {
+        OutSpec { name, storage: Storage::Dense(dtype), shape }
+    }
+    pub fn nbytes(&self) -> u64 {
+        self.storage.nbytes(&self.shape).unwrap_or(0)
+    }
+}
+
+/// `P.weight` → `P`.
+pub fn module_of(name: &str) -> &str {
+    name.strip_suffix(".weight").unwrap_or(name)
+}
+
+/// Whether int weights of this layout/encoding are stored packed (compressed-tensors
+/// `pack-quantized`: weight-only int, and every int4).
+fn ct_packed(spec: &int::IntSpec, activations: Activations) -> bool {
+    spec.bits == 4 || activations == Activations::None
+}
+
+fn scale_shape(g: Granularity, rows: u64, cols: u64) -> Vec<u64> {
+    match g {
+        Granularity::Tensor => vec![1],
+        Granularity::Channel => vec![rows, 1],
+        Granularity::Block { rows: br, cols: bc } => vec![rows.div_ceil(br as u64), cols.div_ceil(bc as u64)],
+    }
+}
+
+fn groups(spec: &int::IntSpec, cols: u64) -> u64 {
+    match spec.group {
+        int::Group::Channel => 1,
+        int::Group::Size(g) => cols.div_ceil(g as u64),
+    }
+}
+
+/// The tensors written for weight `name` of row-major `shape` under `enc` in `layout`.
+pub fn outputs(layout: LayoutKind, name: &str, shape: &[u64], enc: &Encoding) -> Vec<OutSpec> {
+    let (rows, cols) = matrix(shape);
+    let m = module_of(name);
+    match enc {
+        Encoding::Float(d) if layout == LayoutKind::Gguf => vec![OutSpec {
+            name: name.into(),
+            storage: Storage::from_ggml(GgmlType::from_dtype(*d).expect("float ggml type")),
+            shape: shape.to_vec(),
+        }],
+        Encoding::Float(d) => vec![OutSpec::dense(name.into(), *d, shape.to_vec())],
+        Encoding::Ggml(t) => {
+            vec![OutSpec { name: name.into(), storage: Storage::from_ggml(*t), shape: shape.to_vec() }]
+        }
+        Encoding::Fp8 { granularity, scale_dtype, .. } => {
+            let scale_name = match layout {
+                LayoutKind::DeepseekFp8 => format!("{m}.weight_scale_inv"),
+                _ => format!("{m}.weight_scale"),
+            };
+            vec![
+                OutSpec::dense(name.into(), DType::F8E4M3, shape.to_vec()),
+                OutSpec::dense(scale_name, *scale_dtype, scale_shape(*granularity, rows, cols)),
+            ]
+        }
+        Encoding::Int { spec, activations } => {
+            let g = groups(spec, cols);
+            let sd = spec.scale_dtype;
+            match layout {
+                LayoutKind::Ascend => {
+                    let weight = if spec.bits == 4 {
+                        match spec.group {
+                            int::Group::Channel => OutSpec::dense(name.into(), DType::I8, vec![rows, cols.div_ceil(2)]),
+                            int::Group::Size(_) => OutSpec::dense(name.into(), DType::I8, vec![rows.div_ceil(2), cols]),
+                        }
+                    } else {
+                        OutSpec::dense(name.into(), DType::I8, vec![rows, cols])
+                    };
+                    vec![
+                        weight,
+                        OutSpec::dense(format!("{m}.weight_scale"), sd, vec![rows, g]),
+                        OutSpec::dense(format!("{m}.weight_offset"), sd, vec![rows, g]),
+                    ]
+                }
+                _ if ct_packed(spec, *activations) => {
+                    let per = 32 / spec.bits as u64;
+                    let mut v = vec![
+                        OutSpec::dense(format!("{m}.weight_packed"), DType::I32, vec![rows, cols.div_ceil(per)]),
+                        OutSpec::dense(format!("{m}.weight_scale"), sd, vec![rows, g]),
+                        OutSpec::dense(format!("{m}.weight_shape"), DType::I64, vec![2]),
+                    ];
+                    if !spec.symmetric {
+                        v.push(OutSpec::dense(
+                            format!("{m}.weight_zero_point"),
+                            DType::I32,
+                            vec![rows.div_ceil(per), g],
+                        ));
+                    }
+                    v
+                }
+                _ => {
+                    let mut v = vec![
+                        OutSpec::dense(name.into(), DType::I8, vec![rows, cols]),
+                        OutSpec::dense(format!("{m}.weight_scale"), sd, vec![rows, g]),
+                    ];
+                    if !spec.symmetric {
+                        v.push(OutSpec::dense(format!("{m}.weight_zero_point"), DType::I8, vec![rows, g]));
+                    }
+                    v
+                }
+            }
+        }
+    }
+}
+
+/// `[rows, cols]` of a weight (leading dimensions folded into rows).
+pub fn matrix(shape: &[u64]) -> (u64, u64) {
+    let cols = *shape.last().unwrap_or(&1);
+    let rows = shape[..shape.len().saturating_sub(1)].iter().product::<u64>();
+    (rows.max(1), cols)
+}
+
+fn scalars_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
+    let mut out = Vec::new();
+    float::encode_from_f32(dtype, values, &mut out);
+    out
+}
+
+/// Encoded tensors (in [`outputs`] order) and the values a runtime dequantizes them to.
+pub struct Encoded {
+    pub tensors: Vec<Vec<u8>>,
+    pub dequantized: Vec<f32>,
+}
+
+/// Encodes weight `w` (row-major `shape`, finite) as `outputs(layout, …, enc)` describes.
+pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> Encoded {
+    let (rows, cols) = matrix(shape);
+    let (r, c) = (rows as usize, cols as usize);
+    match enc {
+        Encoding::Float(d) => {
+            let bytes = scalars_bytes(w, *d);
+            let mut deq = vec![0f32; w.len()];
+            float::decode_to_f32(*d, &bytes, &mut deq);
+            Encoded { tensors: vec![bytes], dequantized: deq }
+        }
+        Encoding::Ggml(t) => {
+            let mut bytes = vec![0u8; t.nbytes(cols, rows).expect("planned shape") as usize];
+            ggml::quantize(*t, w, c, None, &mut bytes);
+            let mut deq = vec![0f32; w.len()];
+            ggml_dequant::dequantize(*t, &bytes, &mut deq);
+            Encoded { tensors: vec![bytes], dequantized: deq }
+        }
+        Encoding::Fp8 { format, granularity, scale_dtype, .. } => {
+            let q = fp8::quantize(*format, w, r, c, *granularity, *scale_dtype);
+            let deq = fp8::dequantize(*format, &q, r, c, *granularity);
+            // e4m3fnuz is stored in the OCP e4m3fn container (what vLLM ROCm reads and converts:
+            // same bits, scale doubled at load), so the file holds the fnuz codes with half scales.
+            let scales: Vec<f32> = if *format == Fp8Format::E4M3Fnuz {
+                q.scales.iter().map(|s| s * 0.5).collect()
+            } else {
+                q.scales.clone()
+            };
+            Encoded { tensors: vec![q.codes, scalars_bytes(&scales, *scale_dtype)], dequantized: deq }
+        }
+        Encoding::Int { spec, activations } => {
+            let q = int::quantize(w, r, c, spec);
+            let deq = int::dequantize(&q, r, c, spec);
+            let sd = spec.scale_dtype;
+            let tensors = match layout {
+                LayoutKind::Ascend => {
+                    let weight: Vec<i8> = if spec.bits == 4 {
+                        pack::pack_int4_ascend(&q.codes, r, c, matches!(spec.group, int::Group::Size(_)))
+                    } else {
+                        q.codes.clone()
+                    };
+                    let offsets = vec![0f32; q.scales.len()];
+                    vec![
+                        bytemuck::cast_slice(&weight).to_vec(),
+                        scalars_bytes(&q.scales, sd),
+                        scalars_bytes(&offsets, sd),
+                    ]
+                }
+                _ if ct_packed(spec, *activations) => {
+                    let packed = pack::pack_int32_rows(&q.codes, r, c, spec.bits);
+                    let shape = [rows as i64, cols as i64];
+                    let mut v = vec![
+                        bytemuck::cast_slice(&packed).to_vec(),
+                        scalars_bytes(&q.scales, sd),
+                        bytemuck::cast_slice(&shape).to_vec(),
+                    ];
+                    if let Some(z) = &q.zeros {
+                        let g = q.groups_per_row;
+                        v.push(bytemuck::cast_slice(&pack::pack_int32_cols(z, r, g, spec.bits)).to_vec());
+                    }
+                    v
+                }
+                _ => {
+                    let mut v = vec![bytemuck::cast_slice(&q.codes).to_vec(), scalars_bytes(&q.scales, sd)];
+                    if let Some(z) = &q.zeros {
+                        v.push(bytemuck::cast_slice(z).to_vec());
+                    }
+                    v
+                }
+            };
+            Encoded { tensors, dequantized: deq }
+        }
+    }
+}

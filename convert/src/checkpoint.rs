@@ -112,6 +112,11 @@ impl Checkpoint {
         self.by_name.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Index of the tensor called `name` in [`Checkpoint::tensors`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     /// The tensor, or [`Error::MissingTensor`] saying what it was needed for.
     pub fn require(&self, name: &str, why: &str) -> Result<&TensorInfo> {
         self.get(name).ok_or_else(|| Error::MissingTensor { tensor: name.into(), why: why.into() })

@@ -86,6 +86,13 @@ pub enum Error {
     UnsupportedArch { path: PathBuf, found: String, supported: String },
     #[error("tensor '{tensor}': {detail}")]
     UnmappedTensor { tensor: String, detail: String },
+    #[error("tensor '{tensor}': {detail}")]
+    QuantLayout { tensor: String, detail: String },
+    #[error(
+        "tensor '{tensor}': {dtype} {shape:?} is not part of a quantized layout recast understands ({understood}); \
+         refusing to read raw integer/FP8 codes as weights"
+    )]
+    UnrecognizedQuantized { tensor: String, dtype: String, shape: Vec<u64>, understood: &'static str },
     #[error("missing tensor '{tensor}' (needed for {why})")]
     MissingTensor { tensor: String, why: String },
     #[error("tokenizer: {detail}")]

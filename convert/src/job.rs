@@ -80,7 +80,7 @@ fn hf_config(ck: &Checkpoint) -> Result<(PathBuf, serde_json::Value, ModelConfig
 }
 
 /// The dominant float dtype of a checkpoint's weights (for "keep the source dtype").
-fn source_float(ck: &Checkpoint) -> DType {
+pub fn source_float(ck: &Checkpoint) -> DType {
     let mut bytes: BTreeMap<DType, u64> = BTreeMap::new();
     for t in &ck.tensors {
         let d = match t.storage {
@@ -204,7 +204,7 @@ const HF_SIDE_FILES: &[&str] = &[
 fn plan_hf_to_hf(ck: &Checkpoint, out: &Path, target: DType, max_shard_size: Option<u64>) -> Result<Plan> {
     let (_, mut raw, cfg) = hf_config(ck)?;
     let block = mapping::fp8_block_size(Some(&raw));
-    let outputs = mapping::hf_to_hf(ck, target, block);
+    let outputs = mapping::hf_to_hf(ck, target, block)?;
     if let Some(obj) = raw.as_object_mut() {
         obj.remove("quantization_config");
         obj.remove("torch_dtype");

@@ -1,7 +1,8 @@
 //! recast-convert: checkpoint readers and streaming writers.
 //!
 //! Boundaries: this crate owns dtypes, byte sources (the only mmap), the safetensors and GGUF
-//! formats, DeepSeek's FP8 release layout, typed model configs, HF ↔ GGUF name maps and
+//! formats, DeepSeek's FP8 release layout, compressed-tensors and msModelSlim quantized layouts
+//! (read back as float), typed model configs, HF ↔ GGUF name maps and
 //! permutations, and tokenizer metadata. It never prints and never exits the process; every
 //! failure is an [`Error`] naming the file, tensor or key.
 
@@ -16,6 +17,7 @@ pub mod ggml_type;
 pub mod gguf;
 pub mod job;
 pub mod mapping;
+pub mod quantized;
 pub mod safetensors;
 pub mod source;
 pub mod tensor;

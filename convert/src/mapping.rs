@@ -9,7 +9,8 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, RopeScaling};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::TensorInfo;
+use crate::quantized;
+use crate::tensor::{Storage, TensorInfo};
 use crate::transform::{KvPart, Op};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -99,7 +100,7 @@ fn fp8_pairs(ck: &Checkpoint) -> HashMap<usize, usize> {
     let mut out = HashMap::new();
     for (i, t) in ck.tensors.iter().enumerate() {
         if let Some(base) = t.name.strip_suffix("_scale_inv") {
-            if let Some(w) = ck.tensors.iter().position(|x| x.name == base) {
+            if let Some(w) = ck.index_of(base) {
                 out.insert(w, i);
             }
         }
@@ -116,31 +117,112 @@ pub fn fp8_block_size(raw_config: Option<&serde_json::Value>) -> (u64, u64) {
     }
 }
 
-/// The op reading HF tensor `i` as plain floats: FP8 weights dequantized, others copied.
-fn read_op(i: usize, fp8: &HashMap<usize, usize>, block: (u64, u64)) -> Op {
-    match fp8.get(&i) {
-        Some(&s) => Op::Fp8Block { src: i, scale_inv: s, block },
-        None => Op::Copy(i),
+fn float_out(t: &TensorInfo, target: DType) -> DType {
+    match t.storage {
+        Storage::Dense(d) if d.is_float() => target,
+        Storage::Dense(d) => d,
+        Storage::Ggml(_) => target,
     }
 }
 
-fn float_out(t: &TensorInfo, target: DType, fp8: bool) -> DType {
+/// One HF-named tensor as the checkpoint provides it: a stored tensor (`Copy`), or a weight
+/// rebuilt from a quantized layout (DeepSeek FP8, compressed-tensors, msModelSlim).
+#[derive(Clone, Debug)]
+pub struct HfTensor {
+    pub name: String,
+    /// Logical row-major shape (of the float weight for quantized ones).
+    pub shape: Vec<u64>,
+    /// The op producing its values.
+    pub op: Op,
+    /// The stored tensor it is read from (the codes for quantized weights).
+    pub index: usize,
+    pub quantized: bool,
+}
+
+/// Integer or FP8 tensors that a plan must not read as values: every tensor of rank ≥ 2 in
+/// an integer or FP8 dtype (64-bit integers only when named `*.weight`: index buffers such
+/// as `position_ids` are 2-D I64).
+fn raw_codes(t: &TensorInfo) -> bool {
     match t.storage {
-        crate::tensor::Storage::Dense(d) if d.is_float() || fp8 => target,
-        crate::tensor::Storage::Dense(d) => d,
-        crate::tensor::Storage::Ggml(_) => target,
+        Storage::Dense(d) if quantized::is_code_dtype(d) && t.shape.len() >= 2 => {
+            !matches!(d, DType::I64 | DType::U64) || t.name.ends_with(".weight")
+        }
+        _ => false,
+    }
+}
+
+/// The HF tensors of a safetensors checkpoint, quantized layouts resolved: DeepSeek FP8
+/// (`weight_scale_inv`, blocks `block`), compressed-tensors and msModelSlim
+/// ([`quantized::detect`]). Scales, zero points and other quantization parameters are not
+/// listed. Integer or FP8 matrices outside a recognized layout are an
+/// [`Error::UnrecognizedQuantized`].
+pub fn hf_tensors(ck: &Checkpoint, block: (u64, u64)) -> Result<Vec<HfTensor>> {
+    let raw = match ck.config_path() {
+        Some(p) => {
+            let text = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            Some(
+                serde_json::from_slice::<serde_json::Value>(&text)
+                    .map_err(|e| Error::Json { path: p.clone(), detail: e.to_string() })?,
+            )
+        }
+        None => None,
+    };
+    let layouts = quantized::detect(ck, raw.as_ref())?;
+    let fp8 = fp8_pairs(ck);
+    let consumed: HashSet<usize> = fp8.values().copied().chain(layouts.consumed.iter().copied()).collect();
+    let mut out = Vec::with_capacity(ck.tensors.len());
+    for (i, t) in ck.tensors.iter().enumerate() {
+        if consumed.contains(&i) {
+            continue;
+        }
+        let (op, quantized) = match fp8.get(&i) {
+            Some(&s) => (Op::Fp8Block { src: i, scale_inv: s, block }, true),
+            None if raw_codes(t) => {
+                return Err(Error::UnrecognizedQuantized {
+                    tensor: t.name.clone(),
+                    dtype: t.storage.name().into(),
+                    shape: t.shape.clone(),
+                    understood: quantized::UNDERSTOOD,
+                })
+            }
+            None => (Op::Copy(i), false),
+        };
+        out.push(HfTensor { name: t.name.clone(), shape: t.shape.clone(), op, index: i, quantized });
+    }
+    for w in layouts.weights {
+        let index = w.dequant.codes;
+        out.push(HfTensor {
+            name: w.name,
+            shape: w.shape,
+            op: Op::Dequant(Box::new(w.dequant)),
+            index,
+            quantized: true,
+        });
+    }
+    Ok(out)
+}
+
+/// `op` with llama.cpp's Q/K row permutation applied.
+fn permuted(t: &HfTensor, n_head: u64) -> Result<Op> {
+    match &t.op {
+        Op::Copy(i) => Ok(Op::PermuteRows { src: *i, n_head }),
+        Op::Dequant(d) => Ok(Op::Dequant(Box::new(quantized::Dequant { permute: Some(n_head), ..(**d).clone() }))),
+        _ => Err(Error::Unsupported(format!(
+            "tensor '{}': FP8 block-quantized Q/K weights of a llama-arch model",
+            t.name
+        ))),
     }
 }
 
 /// Plans HF → GGUF. `target` is the type of 2-D+ weights (F32, F16 or BF16).
 pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64, u64)) -> Result<Vec<OutTensor>> {
-    let fp8 = fp8_pairs(ck);
-    let consumed: HashSet<usize> = fp8.values().copied().collect();
+    let sources = hf_tensors(ck, block)?;
     let mut outs = Vec::new();
-    // (layer, projection) -> expert index -> tensor index
+    // (layer, projection) -> expert index -> index into `sources`
     let mut experts: BTreeMap<(u64, &str), BTreeMap<u64, usize>> = BTreeMap::new();
-    for (i, t) in ck.tensors.iter().enumerate() {
-        if consumed.contains(&i) || t.name.ends_with("rotary_emb.inv_freq") {
+    for (si, t) in sources.iter().enumerate() {
+        let i = t.index;
+        if t.name.ends_with("rotary_emb.inv_freq") {
             continue;
         }
         let mut push = |name: String, shape: Vec<u64>, op: Op| {
@@ -151,7 +233,7 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             if g == "output.weight" && cfg.tie_word_embeddings {
                 continue;
             }
-            push(g.to_string(), t.shape.clone(), read_op(i, &fp8, block));
+            push(g.to_string(), t.shape.clone(), t.op.clone());
             continue;
         }
         let Some((n, rest)) = layer_of(&t.name, "model.layers.") else {
@@ -165,7 +247,7 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
         }
         if let Some((e, proj)) = parse_expert(rest) {
             let (p, _) = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap();
-            experts.entry((n, p)).or_default().insert(e, i);
+            experts.entry((n, p)).or_default().insert(e, si);
             continue;
         }
         let Some(&(_, g)) = LAYER_NAMES.iter().find(|(h, _)| *h == rest) else {
@@ -180,24 +262,19 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
                 let m = cfg.mla.as_ref().unwrap();
                 let (h, nope, v) = (cfg.num_attention_heads, m.qk_nope_head_dim, m.v_head_dim);
                 let lora = t.shape.get(1).copied().unwrap_or(0);
-                let mk = |part| Op::SplitKvB { src: i, n_head: h, nope, v_head: v, part };
+                let values = t.quantized.then(|| Box::new(t.op.clone()));
+                let mk = |part| Op::SplitKvB { src: i, n_head: h, nope, v_head: v, part, values: values.clone() };
                 push(format!("blk.{n}.attn_k_b.weight"), vec![h, lora, nope], mk(KvPart::K));
                 push(format!("blk.{n}.attn_v_b.weight"), vec![h, v, lora], mk(KvPart::V));
             }
             "attn_q.weight" | "attn_q.bias" | "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
-                if fp8.contains_key(&i) {
-                    return Err(Error::Unsupported(format!(
-                        "tensor '{}': FP8 Q/K weights of a llama-arch model",
-                        t.name
-                    )));
-                }
                 let n_head = if g.starts_with("attn_q") { cfg.num_attention_heads } else { cfg.num_key_value_heads };
-                push(name, t.shape.clone(), Op::PermuteRows { src: i, n_head });
+                push(name, t.shape.clone(), permuted(t, n_head)?);
             }
-            _ => push(name, t.shape.clone(), read_op(i, &fp8, block)),
+            _ => push(name, t.shape.clone(), t.op.clone()),
         }
     }
-    stack_experts(ck, cfg, experts, &fp8, block, target, &mut outs)?;
+    stack_experts(ck, cfg, &sources, experts, target, &mut outs)?;
     if let Some(factors) = llama3_rope_factors(cfg) {
         outs.push(OutTensor {
             name: "rope_freqs.weight".into(),
@@ -253,15 +330,14 @@ fn parse_expert(rest: &str) -> Option<(u64, &str)> {
 fn stack_experts(
     ck: &Checkpoint,
     cfg: &ModelConfig,
+    sources: &[HfTensor],
     experts: BTreeMap<(u64, &str), BTreeMap<u64, usize>>,
-    fp8: &HashMap<usize, usize>,
-    block: (u64, u64),
     target: DType,
     outs: &mut Vec<OutTensor>,
 ) -> Result<()> {
     let n_exp = cfg.moe.as_ref().map_or(0, |m| m.n_routed_experts);
     for ((n, proj), by_e) in experts {
-        let first = &ck.tensors[*by_e.values().next().unwrap()];
+        let first = &sources[*by_e.values().next().unwrap()];
         let missing: Vec<u64> = (0..n_exp).filter(|e| !by_e.contains_key(e)).collect();
         if !missing.is_empty() || by_e.len() as u64 != n_exp {
             return Err(Error::MissingTensor {
@@ -273,7 +349,8 @@ fn stack_experts(
             });
         }
         let idx: Vec<usize> = by_e.values().copied().collect();
-        if idx.iter().any(|&i| ck.tensors[i].shape != first.shape || ck.tensors[i].storage != first.storage) {
+        let storage = |t: &HfTensor| (ck.tensors[t.index].storage, t.quantized);
+        if idx.iter().any(|&i| sources[i].shape != first.shape || storage(&sources[i]) != storage(first)) {
             return Err(Error::UnmappedTensor {
                 tensor: first.name.clone(),
                 detail: format!("experts of layer {n} differ in shape or dtype"),
@@ -282,7 +359,7 @@ fn stack_experts(
         let g = EXPERT_NAMES.iter().find(|(p, _)| *p == proj).unwrap().1;
         let mut shape = vec![n_exp];
         shape.extend_from_slice(&first.shape);
-        let parts = idx.iter().map(|&i| read_op(i, fp8, block)).collect();
+        let parts = idx.iter().map(|&i| sources[i].op.clone()).collect();
         outs.push(OutTensor { name: format!("blk.{n}.{g}"), shape, dtype: target, op: Op::Stack(parts) });
     }
     Ok(())
@@ -293,7 +370,7 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
     let by_name: HashMap<&str, usize> = ck.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
     let mut outs = Vec::new();
     for (i, t) in ck.tensors.iter().enumerate() {
-        let dtype = float_out(t, target, false);
+        let dtype = float_out(t, target);
         if t.name == "rope_freqs.weight" {
             return Err(Error::Unsupported(
                 "rope_freqs.weight (llama3-style RoPE scaling) cannot be turned back into an HF rope_scaling config"
@@ -362,24 +439,20 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
     Ok(outs)
 }
 
-/// Plans HF → HF: dtype cast (float tensors only) and DeepSeek FP8 dequantization.
-pub fn hf_to_hf(ck: &Checkpoint, target: DType, block: (u64, u64)) -> Vec<OutTensor> {
-    let fp8 = fp8_pairs(ck);
-    let consumed: HashSet<usize> = fp8.values().copied().collect();
-    let mut outs: Vec<OutTensor> = ck
-        .tensors
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !consumed.contains(i))
-        .map(|(i, t)| OutTensor {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            dtype: float_out(t, target, fp8.contains_key(&i)),
-            op: read_op(i, &fp8, block),
+/// Plans HF → HF: dtype cast (float tensors only) and dequantization of DeepSeek FP8,
+/// compressed-tensors and msModelSlim weights ([`hf_tensors`]).
+pub fn hf_to_hf(ck: &Checkpoint, target: DType, block: (u64, u64)) -> Result<Vec<OutTensor>> {
+    let mut outs: Vec<OutTensor> = hf_tensors(ck, block)?
+        .into_iter()
+        .map(|t| OutTensor {
+            dtype: if t.quantized { target } else { float_out(&ck.tensors[t.index], target) },
+            name: t.name,
+            shape: t.shape,
+            op: t.op,
         })
         .collect();
     sort_outputs(&mut outs);
-    outs
+    Ok(outs)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::checkpoint::{decode_storage, Checkpoint};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::float;
+use crate::quantized::{self, Dequant};
 use crate::tensor::{Storage, TensorInfo};
 use rayon::prelude::*;
 
@@ -57,6 +58,8 @@ pub enum Op {
         nope: u64,
         v_head: u64,
         part: KvPart,
+        /// When `src` is quantized: the op producing its float values (`Fp8Block`, `Dequant`).
+        values: Option<Box<Op>>,
     },
     /// The inverse: `attn_k_b` + `attn_v_b` → `kv_b_proj`.
     MergeKvB {
@@ -72,6 +75,8 @@ pub enum Op {
         scale_inv: usize,
         block: (u64, u64),
     },
+    /// A weight rebuilt from a quantized layout (compressed-tensors, msModelSlim).
+    Dequant(Box<Dequant>),
     /// Values computed by the converter, not read from the input (llama3 `rope_freqs`).
     Generated(Vec<f32>),
 }
@@ -80,7 +85,9 @@ impl Op {
     pub fn inputs(&self) -> Vec<usize> {
         match self {
             Op::Copy(s) | Op::PermuteRows { src: s, .. } | Op::UnpermuteRows { src: s, .. } => vec![*s],
-            Op::Unstack { src, .. } | Op::SplitKvB { src, .. } => vec![*src],
+            Op::Unstack { src, .. } | Op::SplitKvB { src, values: None, .. } => vec![*src],
+            Op::SplitKvB { src, values: Some(v), .. } => std::iter::once(*src).chain(v.inputs()).collect(),
+            Op::Dequant(d) => d.inputs(),
             Op::Stack(v) => v.iter().flat_map(Op::inputs).collect(),
             Op::MergeKvB { k, v, .. } => vec![*k, *v],
             Op::Fp8Block { src, scale_inv, .. } => vec![*src, *scale_inv],
@@ -153,6 +160,7 @@ pub fn stream(ck: &Checkpoint, op: &Op, out: DType, sink: &mut Sink) -> Result<(
         Op::Fp8Block { src, scale_inv, block } => {
             fp8_block(ck, &ck.tensors[*src], &ck.tensors[*scale_inv], *block, out, sink)
         }
+        Op::Dequant(d) => quantized::stream(ck, d, out, sink),
         Op::Generated(values) => {
             let mut buf = vec![0u8; values.len() * out.size().expect("byte-sized output dtype")];
             float::encode_into(out, values, &mut buf);
@@ -175,9 +183,13 @@ fn rows(t: &TensorInfo) -> usize {
 /// Output row order of a Q/K (un)permutation: `order[i]` is the source row (in units of the
 /// tensor's leading dimension) written at output position `i`.
 fn permutation(t: &TensorInfo, n_head: u64, inverse: bool) -> Result<Vec<usize>> {
-    let rows = t.shape.first().copied().unwrap_or(0);
-    if n_head == 0 || rows % (2 * n_head) != 0 {
-        return Err(shape_err(t, format!("{rows} rows cannot be permuted as {n_head} heads of 2×half rows")));
+    row_order(t.shape.first().copied().unwrap_or(0), n_head, inverse).map_err(|d| shape_err(t, d))
+}
+
+/// [`permutation`] of `rows` rows; the error says why the rows cannot be permuted.
+pub(crate) fn row_order(rows: u64, n_head: u64, inverse: bool) -> std::result::Result<Vec<usize>, String> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
+        return Err(format!("{rows} rows cannot be permuted as {n_head} heads of 2×half rows"));
     }
     let (d, half) = ((rows / n_head) as usize, (rows / n_head / 2) as usize);
     let mut order = vec![0usize; rows as usize];
@@ -247,8 +259,21 @@ fn convert_rows(t: &TensorInfo, src: &[u8], ne0: usize, row_in: usize, out: DTyp
 
 /// Builds a whole output in memory (used for the small MLA `kv_b` rearrangements).
 fn materialize_whole(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> Result<()> {
-    let inputs: Vec<&TensorInfo> = op.inputs().into_iter().map(|i| &ck.tensors[i]).collect();
-    let elems = load(ck, &inputs)?;
+    let mut inputs: Vec<&TensorInfo> = op.inputs().into_iter().map(|i| &ck.tensors[i]).collect();
+    let rebuilt;
+    let elems = match op {
+        Op::SplitKvB { values: Some(v), .. } => {
+            // The float values of a quantized kv_b_proj, with its logical shape.
+            let mut bytes = Vec::new();
+            materialize(ck, v, DType::F32, &mut bytes)?;
+            if let Op::Dequant(d) = v.as_ref() {
+                rebuilt = TensorInfo { shape: vec![d.rows, d.cols], ..inputs[0].clone() };
+                inputs[0] = &rebuilt;
+            }
+            vec![Elems { dtype: DType::F32, bytes }]
+        }
+        _ => load(ck, &inputs)?,
+    };
     let dtype = elems[0].dtype;
     let esize = dtype.size().unwrap();
     let arranged = match op {

@@ -226,12 +226,12 @@ fn indivisible(layout: LayoutKind, enc: &Encoding, shape: &[u64]) -> Option<Stri
     }
 }
 
+/// What the F32 base conversion gives: output tensors, GGUF metadata (GGUF layouts), side
+/// files, the typed config.
+type Base = (Vec<OutTensor>, Option<gguf::Metadata>, Vec<(String, Vec<u8>)>, ModelConfig);
+
 /// Base conversion in F32: output names, ops and side files, in the layout's naming.
-fn base(
-    ck: &Checkpoint,
-    out: &Path,
-    layout: LayoutKind,
-) -> Result<(Vec<OutTensor>, Option<gguf::Metadata>, Vec<(String, Vec<u8>)>, ModelConfig)> {
+fn base(ck: &Checkpoint, out: &Path, layout: LayoutKind) -> Result<Base> {
     if layout == LayoutKind::Gguf {
         if ck.format == Format::Gguf {
             let info = ck.gguf.as_ref().expect("gguf checkpoint");
@@ -641,15 +641,27 @@ fn to_convert(e: Error) -> recast_convert::Error {
 }
 
 fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> Result<(Vec<Vec<u8>>, WeightReport)> {
-    let mut bytes = Vec::new();
-    transform::materialize(ck, &wp.source.op, DType::F32, &mut bytes)?;
-    for i in wp.source.op.inputs() {
-        ck.release(&ck.tensors[i]);
-    }
-    let w: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-    drop(bytes);
+    // An F32 source tensor copied unchanged is read in place from the mapped file.
+    let owned: Vec<f32>;
+    let w: &[f32] = match &wp.source.op {
+        Op::Copy(i) if ck.tensors[*i].storage == Storage::Dense(DType::F32) => {
+            match bytemuck::try_cast_slice(ck.bytes(&ck.tensors[*i])) {
+                Ok(w) => w,
+                Err(_) => {
+                    owned = bytemuck::pod_collect_to_vec(ck.bytes(&ck.tensors[*i]));
+                    &owned
+                }
+            }
+        }
+        op => {
+            let mut bytes = Vec::new();
+            transform::materialize(ck, op, DType::F32, &mut bytes)?;
+            owned = bytemuck::pod_collect_to_vec(&bytes);
+            &owned
+        }
+    };
     if wp.quantized() {
-        if let Some((i, v)) = stats::first_non_finite(&w) {
+        if let Some((i, v)) = stats::first_non_finite(w) {
             let (_, cols) = layout::matrix(&wp.shape);
             let (r, c) = (i as u64 / cols.max(1), i as u64 % cols.max(1));
             return Err(Error::tensor(
@@ -658,8 +670,11 @@ fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> R
             ));
         }
     }
-    let enc = layout::encode(layout_kind, &wp.shape, &wp.encoding, &w);
-    let error = stats::error_stats(&w, &enc.dequantized);
+    let enc = layout::encode(layout_kind, &wp.shape, &wp.encoding, w);
+    for i in wp.source.op.inputs() {
+        ck.release(&ck.tensors[i]);
+    }
+    let error = enc.error;
     let report = WeightReport {
         name: wp.name.clone(),
         scheme: wp.scheme.clone(),

@@ -29,13 +29,13 @@ fn every_shipped_recipe_loads_and_hashes_stably() {
 fn unknown_key_names_the_line() {
     let e = err(&format!("{BASE}rules:\n  - targets: [Linear]\n    scheme: {{type: fp8, format: e4m3fn, strategy: channel}}\n    colour: blue\n"));
     assert!(e.contains("unknown field `colour`"), "{e}");
-    assert!(e.contains("line 6"), "{e}");
+    assert!(e.contains("line 7"), "{e}");
 }
 
 #[test]
 fn unknown_scheme_and_values_are_errors_with_lines() {
     let e = err(&format!("{BASE}rules:\n  - targets: [Linear]\n    scheme: {{type: fp6}}\n"));
-    assert!(e.contains("unknown variant `fp6`") && e.contains("line 5"), "{e}");
+    assert!(e.contains("unknown variant `fp6`") && e.contains("line 6"), "{e}");
     let e = err(&format!(
         "{BASE}rules:\n  - targets: [Linear]\n    scheme: {{type: fp8, format: e4m3, strategy: channel}}\n"
     ));
@@ -43,7 +43,7 @@ fn unknown_scheme_and_values_are_errors_with_lines() {
     let e = err(&format!("{BASE}rules:\n  - targets: [Linear]\n    scheme: {{type: int, bits: 4, group: 100}}\n"));
     assert!(e.contains("group 100"), "{e}");
     let e = err("target: {hardware: cpu, runtime: llama.cpp}\nlayout: gguf\nrules:\n  - targets: ['*']\n    scheme: {type: ggml, format: Q7_K}\n");
-    assert!(e.contains("ggml type `Q7_K`") && e.contains("line 5"), "{e}");
+    assert!(e.contains("ggml type `Q7_K`") && e.contains("line 4"), "{e}");
     let e = err(&format!("{BASE}rules:\n  - targets: ['re:(unclosed']\n    scheme: {{type: keep}}\n"));
     assert!(e.contains("re:(unclosed"), "{e}");
 }

@@ -106,6 +106,7 @@ fn op_label(op: &recast_convert::transform::Op) -> String {
         Op::MergeKvB { .. } => "merge attn_k_b + attn_v_b".into(),
         Op::Fp8Block { block, .. } => format!("fp8 dequant ({}x{} blocks)", block.0, block.1),
         Op::Generated(_) => "generated (llama3 rope factors)".into(),
+        Op::Dequant(d) => d.label(),
     }
 }
 

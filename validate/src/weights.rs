@@ -62,7 +62,7 @@ impl<'a> Weights<'a> {
             Format::Safetensors => {
                 let raw =
                     ck.config_path().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
-                mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))
+                mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))?
             }
         };
         Ok(Weights {

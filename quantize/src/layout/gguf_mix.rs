@@ -21,11 +21,7 @@ pub struct ModelFacts {
 
 impl ModelFacts {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            1
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
     }
     /// llama.cpp's `LLM_TYPE_70B` for the llama family (80 layers).
     fn is_70b(&self) -> bool {
@@ -193,7 +189,7 @@ impl Mixer {
         let more_bits =
             |i: u32, n: u32| -> bool { i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64) % 3 == 2 };
         if cat == Output || (self.tied && cat == TokenEmbd) {
-            if facts.falcon() || ne0 % t.block_size() as u64 != 0 {
+            if facts.falcon() || !ne0.is_multiple_of(t.block_size() as u64) {
                 t = GgmlType::Q8_0;
             } else if t != GgmlType::Q8_0 {
                 t = GgmlType::Q6_K;
@@ -285,7 +281,7 @@ impl Mixer {
 
     /// `tensor_type_fallback`: a type whose block does not divide the row length.
     fn fallback(&mut self, name: &str, ne0: u64, t: GgmlType) -> GgmlType {
-        if ne0 % t.block_size() as u64 == 0 {
+        if ne0.is_multiple_of(t.block_size() as u64) {
             return t;
         }
         let mut r = match t {
@@ -295,7 +291,7 @@ impl Mixer {
             GgmlType::Q6_K => GgmlType::Q8_0,
             other => other,
         };
-        if ne0 % r.block_size() as u64 != 0 {
+        if !ne0.is_multiple_of(r.block_size() as u64) {
             r = GgmlType::F16;
         }
         self.fallbacks.push((name.to_string(), t, r));
@@ -343,7 +339,7 @@ mod tests {
         let get = |n: &str| m.iter().find(|(x, _)| x == n).unwrap().1;
         // use_more_bits(i, 32): i < 4, i >= 28, or (i - 4) % 3 == 2.
         for i in 0..32u32 {
-            let more = i < 4 || i >= 28 || (i as i64 - 4) % 3 == 2;
+            let more = !(4..28).contains(&i) || (i as i64 - 4) % 3 == 2;
             let want = if more { GgmlType::Q6_K } else { GgmlType::Q4_K };
             assert_eq!(get(&format!("blk.{i}.attn_v.weight")), Some(want), "attn_v {i}");
             assert_eq!(get(&format!("blk.{i}.ffn_down.weight")), Some(want), "ffn_down {i}");

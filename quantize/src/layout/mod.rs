@@ -11,6 +11,7 @@ pub mod deepseek_fp8;
 pub mod gguf_mix;
 
 use crate::codec::fp8::{self, Fp8Format, Granularity};
+use crate::codec::stats::{self, ErrorStats};
 use crate::codec::{ggml, int, pack};
 use crate::recipe::{Activations, LayoutKind};
 use recast_convert::ggml_dequant;
@@ -165,10 +166,11 @@ fn scalars_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
     out
 }
 
-/// Encoded tensors (in [`outputs`] order) and the values a runtime dequantizes them to.
+/// Encoded tensors (in [`outputs`] order) and the error of the values a runtime dequantizes
+/// them to.
 pub struct Encoded {
     pub tensors: Vec<Vec<u8>>,
-    pub dequantized: Vec<f32>,
+    pub error: ErrorStats,
 }
 
 /// Encodes weight `w` (row-major `shape`, finite) as `outputs(layout, …, enc)` describes.
@@ -178,28 +180,43 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
     match enc {
         Encoding::Float(d) => {
             let bytes = scalars_bytes(w, *d);
-            let mut deq = vec![0f32; w.len()];
-            float::decode_to_f32(*d, &bytes, &mut deq);
-            Encoded { tensors: vec![bytes], dequantized: deq }
+            let size = d.size().expect("float dtype");
+            let error = stats::error_stats_by_chunk(w, |start, out| {
+                float::decode_to_f32(*d, &bytes[start * size..(start + out.len()) * size], out)
+            });
+            Encoded { tensors: vec![bytes], error }
         }
         Encoding::Ggml(t) => {
             let mut bytes = vec![0u8; t.nbytes(cols, rows).expect("planned shape") as usize];
             ggml::quantize(*t, w, c, None, &mut bytes);
-            let mut deq = vec![0f32; w.len()];
-            ggml_dequant::dequantize(*t, &bytes, &mut deq);
-            Encoded { tensors: vec![bytes], dequantized: deq }
+            // Chunks are whole blocks (CHUNK is a multiple of every block size) and rows are
+            // whole blocks, so element e lives in block e / block_size of the flat data.
+            let (bs, ts) = (t.block_size() as usize, t.type_size() as usize);
+            debug_assert_eq!(stats::CHUNK % bs, 0);
+            let error = stats::error_stats_by_chunk(w, |start, out| {
+                let (b0, b1) = (start / bs, (start + out.len()) / bs);
+                ggml_dequant::dequantize(*t, &bytes[b0 * ts..b1 * ts], out)
+            });
+            Encoded { tensors: vec![bytes], error }
         }
         Encoding::Fp8 { format, granularity, scale_dtype, .. } => {
-            let q = fp8::quantize(*format, w, r, c, *granularity, *scale_dtype);
-            let deq = fp8::dequantize(*format, &q, r, c, *granularity);
-            // e4m3fnuz is stored in the OCP e4m3fn container (what vLLM ROCm reads and converts:
-            // same bits, scale doubled at load), so the file holds the fnuz codes with half scales.
-            let scales: Vec<f32> = if *format == Fp8Format::E4M3Fnuz {
-                q.scales.iter().map(|s| s * 0.5).collect()
-            } else {
-                q.scales.clone()
-            };
-            Encoded { tensors: vec![q.codes, scalars_bytes(&scales, *scale_dtype)], dequantized: deq }
+            // e4m3fnuz is stored in the OCP e4m3fn container vLLM reads on every platform (on
+            // ROCm it reinterprets the bits as fnuz and doubles the scale). Rounding on the fnuz
+            // grid with max 224 (scale amax/224, stored halved) is exactly e4m3fn rounding with
+            // max 448: the fnuz value of every code is half its fn value. So quantize as e4m3fn
+            // and only replace -0 (0x80, NaN in fnuz) by +0; codes 0x7F/0xFF (±240 in fnuz, NaN
+            // in fn) are never produced.
+            let container = if *format == Fp8Format::E4M3Fnuz { Fp8Format::E4M3Fn } else { *format };
+            let mut q = fp8::quantize(container, w, r, c, *granularity, *scale_dtype);
+            if *format == Fp8Format::E4M3Fnuz {
+                for b in q.codes.iter_mut().filter(|b| **b == 0x80) {
+                    *b = 0;
+                }
+            }
+            let deq = fp8::dequantize(container, &q, r, c, *granularity);
+            let error = stats::error_stats(w, &deq);
+            let scales = scalars_bytes(&q.scales, *scale_dtype);
+            Encoded { tensors: vec![q.codes, scales], error }
         }
         Encoding::Int { spec, activations } => {
             let q = int::quantize(w, r, c, spec);
@@ -241,7 +258,7 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
                     v
                 }
             };
-            Encoded { tensors, dequantized: deq }
+            Encoded { tensors, error: stats::error_stats(w, &deq) }
         }
     }
 }

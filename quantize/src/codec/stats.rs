@@ -1,0 +1,129 @@
+//! Quantization error statistics and a non-finite scan.
+//!
+//! Sums are accumulated in f64 over fixed chunks of [`CHUNK`] elements; the per-chunk partial
+//! sums are added in chunk order, so the result is the same for any thread count and equal to
+//! [`error_stats_serial`].
+
+use rayon::prelude::*;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Elements per partial sum.
+pub const CHUNK: usize = 4096;
+
+/// Error of a reconstruction `x̂` against the original `x`.
+///
+/// Non-finite values serialize as JSON `null` (and deserialize back from `null` as `+inf`):
+/// `sqnr_db` is `+inf` when the reconstruction is exact (`Σ(x-x̂)² = 0`, also for an all-zero
+/// `x`) and `-inf` when `x` is all zero but `x̂` is not (then `rel_rmse` is `+inf`). In JSON the two
+/// are told apart by `max_abs` (0 exactly when exact). [`ErrorStats::is_exact`] says it directly.
+/// A NaN in either input (or inf − inf) makes all three fields NaN (also `null`); check inputs with
+/// [`first_non_finite`] first.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorStats {
+    /// `10·log10(Σx² / Σ(x-x̂)²)`.
+    #[serde(serialize_with = "finite_or_null", deserialize_with = "null_is_inf")]
+    pub sqnr_db: f64,
+    /// `sqrt(Σ(x-x̂)² / Σx²)`; 0 when exact.
+    #[serde(serialize_with = "finite_or_null", deserialize_with = "null_is_inf")]
+    pub rel_rmse: f64,
+    /// `max |x - x̂|`.
+    #[serde(serialize_with = "finite_or_null", deserialize_with = "null_is_inf")]
+    pub max_abs: f64,
+}
+
+impl ErrorStats {
+    /// True when every element was reproduced exactly.
+    pub fn is_exact(&self) -> bool {
+        self.max_abs == 0.0
+    }
+}
+
+fn finite_or_null<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
+}
+
+fn null_is_inf<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+/// `(Σx², Σ(x-x̂)², max|x-x̂|)` of one chunk (a NaN difference shows up in `Σ(x-x̂)²`).
+fn chunk_sums(x: &[f32], y: &[f32]) -> (f64, f64, f64) {
+    let (mut sx, mut se, mut mx) = (0.0f64, 0.0f64, 0.0f64);
+    for (&a, &b) in x.iter().zip(y) {
+        let a = f64::from(a);
+        let d = a - f64::from(b);
+        sx += a * a;
+        se += d * d;
+        mx = mx.max(d.abs());
+    }
+    (sx, se, mx)
+}
+
+fn combine(parts: &[(f64, f64, f64)]) -> ErrorStats {
+    let (mut sx, mut se, mut mx) = (0.0f64, 0.0f64, 0.0f64);
+    for &(a, b, m) in parts {
+        sx += a;
+        se += b;
+        mx = mx.max(m);
+    }
+    if sx.is_nan() || se.is_nan() {
+        return ErrorStats { sqnr_db: f64::NAN, rel_rmse: f64::NAN, max_abs: f64::NAN };
+    }
+    let (sqnr_db, rel_rmse) = if se == 0.0 {
+        (f64::INFINITY, 0.0)
+    } else if sx == 0.0 {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    } else {
+        (10.0 * (sx / se).log10(), (se / sx).sqrt())
+    };
+    ErrorStats { sqnr_db, rel_rmse, max_abs: mx }
+}
+
+fn check(orig: &[f32], deq: &[f32]) {
+    assert_eq!(orig.len(), deq.len(), "error_stats: {} originals vs {} reconstructions", orig.len(), deq.len());
+}
+
+/// Error statistics of `deq` against `orig` (same length; panics otherwise).
+pub fn error_stats(orig: &[f32], deq: &[f32]) -> ErrorStats {
+    check(orig, deq);
+    let parts: Vec<_> = orig.par_chunks(CHUNK).zip(deq.par_chunks(CHUNK)).map(|(x, y)| chunk_sums(x, y)).collect();
+    combine(&parts)
+}
+
+/// Single-threaded twin of [`error_stats`] (identical result).
+pub fn error_stats_serial(orig: &[f32], deq: &[f32]) -> ErrorStats {
+    check(orig, deq);
+    let parts: Vec<_> = orig.chunks(CHUNK).zip(deq.chunks(CHUNK)).map(|(x, y)| chunk_sums(x, y)).collect();
+    combine(&parts)
+}
+
+/// [`error_stats`] without a reconstruction buffer: `reconstruct(start, out)` fills `out` with
+/// the reconstruction of `orig[start..start + out.len()]`; it is called once per [`CHUNK`]
+/// (chunks start at multiples of `CHUNK`), in parallel. Same result as [`error_stats`].
+pub fn error_stats_by_chunk<F>(orig: &[f32], reconstruct: F) -> ErrorStats
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let parts: Vec<_> = orig
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(i, x)| {
+            let mut buf = [0f32; CHUNK];
+            let y = &mut buf[..x.len()];
+            reconstruct(i * CHUNK, y);
+            chunk_sums(x, y)
+        })
+        .collect();
+    combine(&parts)
+}
+
+/// The first NaN or infinite value: `(index, value)`.
+pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
+    let chunk = x.par_chunks(CHUNK).position_first(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))?;
+    let at = chunk * CHUNK + x[chunk * CHUNK..].iter().position(|v| !v.is_finite()).expect("chunk has one");
+    Some((at, x[at]))
+}

@@ -595,39 +595,66 @@ struct Pending {
     tensors: Vec<Vec<u8>>,
 }
 
-/// Writes the plan: the weights file(s), side files, then the manifest. Returns per-weight
-/// reports in plan order.
+type EncodedWeight = (usize, Vec<Vec<u8>>, WeightReport);
+
+/// Writes the plan: the weights file(s), then the side files. Returns per-weight reports in
+/// plan order.
+///
+/// One thread encodes weights in file order (each weight's rows in parallel) and hands them
+/// over a channel of depth one to the writer, so the next weight is encoded while the current
+/// one is written; at most two weights' encodings are in memory. Bytes are those of encoding
+/// each weight on its own, whatever the thread count.
 pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<Vec<WeightReport>> {
     let mut reports: Vec<Option<WeightReport>> = vec![None; plan.weights.len()];
-    let mut pending: Option<Pending> = None;
     let n = plan.weights.len();
-    let mut produce = |slot: usize, sink: &mut Sink| -> Result<()> {
-        let (w, k) = plan.slots[slot];
-        if !matches!(&pending, Some(p) if p.weight == w) {
-            let wp = &plan.weights[w];
-            let (tensors, report) = encode_weight(ck, plan.recipe.layout, wp)?;
-            reports[w] = Some(report);
-            pending = Some(Pending { weight: w, tensors });
-            progress(&wp.name, w, n);
-        }
-        let p = pending.as_mut().expect("pending weight");
-        sink.write(&std::mem::take(&mut p.tensors[k]))?;
-        Ok(())
-    };
-    match &plan.layout {
-        FileLayout::Gguf(g) => {
-            if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
+    let layout_kind = plan.recipe.layout;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<EncodedWeight>>(1);
+        let weights = &plan.weights;
+        scope.spawn(move || {
+            for (w, wp) in weights.iter().enumerate() {
+                let r = encode_weight(ck, layout_kind, wp).map(|(t, rep)| (w, t, rep));
+                let failed = r.is_err();
+                // A closed channel means the writer stopped (its error is reported there).
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
             }
-            gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))?;
-        }
-        FileLayout::Safetensors(s) => {
-            std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
-            // Slots are numbered in the order tensors were given to the plan (`index`).
-            st_writer::write_all(&plan.out, s, |t, sink| produce(t.index, sink).map_err(to_convert))?;
-            for (name, bytes) in &plan.side_files {
-                atomic::write_file(plan.out.join(name), bytes)?;
+        });
+        let mut pending: Option<Pending> = None;
+        let mut produce = |slot: usize, sink: &mut Sink| -> Result<()> {
+            let (w, k) = plan.slots[slot];
+            if !matches!(&pending, Some(p) if p.weight == w) {
+                let (got, tensors, report) =
+                    rx.recv().map_err(|_| Error::Unsupported("the encoding thread stopped unexpectedly".into()))??;
+                assert_eq!(got, w, "weights are written in plan order");
+                reports[w] = Some(report);
+                pending = Some(Pending { weight: w, tensors });
+                progress(&plan.weights[w].name, w, n);
             }
+            let p = pending.as_mut().expect("pending weight");
+            sink.write(&std::mem::take(&mut p.tensors[k]))?;
+            Ok(())
+        };
+        let written = match &plan.layout {
+            FileLayout::Gguf(g) => {
+                if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
+                }
+                gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))
+            }
+            FileLayout::Safetensors(s) => {
+                std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
+                // Slots are numbered in the order tensors were given to the plan (`index`).
+                st_writer::write_all(&plan.out, s, |t, sink| produce(t.index, sink).map_err(to_convert))
+            }
+        };
+        drop(rx);
+        written.map_err(Error::from)
+    })?;
+    if let FileLayout::Safetensors(_) = plan.layout {
+        for (name, bytes) in &plan.side_files {
+            atomic::write_file(plan.out.join(name), bytes)?;
         }
     }
     Ok(reports.into_iter().map(|r| r.expect("every weight written")).collect())

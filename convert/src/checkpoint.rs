@@ -128,6 +128,21 @@ impl Checkpoint {
     }
 
     /// The `config.json` beside the weights, if any.
+    /// The model config of a GGUF checkpoint, from its metadata (the vocabulary size from
+    /// `token_embd.weight`, tied embeddings when there is no `output.weight`).
+    pub fn gguf_config(&self) -> Result<crate::config::ModelConfig> {
+        let info = self.gguf.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("{}: a model config from GGUF metadata needs a GGUF file", self.path.display()))
+        })?;
+        let embd = self.require("token_embd.weight", "the vocabulary size")?;
+        crate::config::ModelConfig::from_gguf(
+            &self.path,
+            &info.metadata,
+            embd.shape[0],
+            self.get("output.weight").is_some(),
+        )
+    }
+
     pub fn config_path(&self) -> Option<PathBuf> {
         self.model_dir.as_ref().map(|d| d.join("config.json")).filter(|p| p.is_file())
     }

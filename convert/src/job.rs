@@ -146,7 +146,8 @@ fn plan_hf_to_gguf(ck: &Checkpoint, out: &Path, target: DType) -> Result<Plan> {
     Ok(Plan { config: cfg, outputs, layout, side_files: Vec::new(), out: out.to_path_buf() })
 }
 
-fn torch_name(d: DType) -> &'static str {
+/// transformers' name of a float dtype (config.json `dtype`).
+pub fn torch_name(d: DType) -> &'static str {
     match d {
         DType::F16 => "float16",
         DType::BF16 => "bfloat16",
@@ -154,7 +155,8 @@ fn torch_name(d: DType) -> &'static str {
     }
 }
 
-fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+/// Pretty JSON with a trailing newline, as side files are written.
+pub fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
     let mut s = serde_json::to_string_pretty(v).expect("serializes");
     s.push('\n');
     s.into_bytes()
@@ -168,8 +170,7 @@ fn st_layout(outputs: &[OutTensor], max_shard_size: Option<u64>) -> Result<Layou
 
 fn plan_gguf_to_hf(ck: &Checkpoint, out: &Path, target: DType, max_shard_size: Option<u64>) -> Result<Plan> {
     let meta = &ck.gguf.as_ref().expect("gguf checkpoint").metadata;
-    let embd = ck.require("token_embd.weight", "the vocabulary size")?;
-    let cfg = ModelConfig::from_gguf(&ck.path, meta, embd.shape[0], ck.get("output.weight").is_some())?;
+    let cfg = ck.gguf_config()?;
     let outputs = mapping::gguf_to_hf(ck, &cfg, target)?;
     let tok = tokenizer::hf_tokenizer_from_gguf(meta)?;
     let mut config = cfg.to_hf_json(torch_name(target));

@@ -17,7 +17,7 @@ use crate::layout::{self, ascend, compressed_tensors, deepseek_fp8, Encoding, Ou
 use crate::recipe::{Activations, FloatDtype, Indivisible, LayoutKind, Recipe, Scheme, Strategy};
 use recast_convert::atomic::{self, Sink};
 use recast_convert::gguf::{self, Value};
-use recast_convert::job::{self as cjob, OutFormat};
+use recast_convert::job::{self as cjob, json_bytes, torch_name, OutFormat};
 use recast_convert::mapping::OutTensor;
 use recast_convert::safetensors::writer as st_writer;
 use recast_convert::safetensors::SafetensorsPlan;
@@ -143,18 +143,9 @@ fn source_dtype(ck: &Checkpoint, op: &Op, model: DType) -> DType {
     }
 }
 
-fn json_bytes(v: &Json) -> Vec<u8> {
-    let mut s = serde_json::to_string_pretty(v).expect("serializes");
-    s.push('\n');
-    s.into_bytes()
-}
-
-fn torch_name(d: DType) -> &'static str {
-    match d {
-        DType::F16 => "float16",
-        DType::BF16 => "bfloat16",
-        _ => "float32",
-    }
+/// The scheme label of an unquantized tensor (`f32`, `f16`, `bf16`), as `Scheme::Float` labels it.
+fn float_label(d: DType) -> String {
+    d.name().to_lowercase()
 }
 
 /// Resolves a rule's scheme for one tensor in the recipe's layout.
@@ -235,9 +226,7 @@ fn base(ck: &Checkpoint, out: &Path, layout: LayoutKind) -> Result<Base> {
     if layout == LayoutKind::Gguf {
         if ck.format == Format::Gguf {
             let info = ck.gguf.as_ref().expect("gguf checkpoint");
-            let embd = ck.require("token_embd.weight", "the vocabulary size")?;
-            let cfg =
-                ModelConfig::from_gguf(&ck.path, &info.metadata, embd.shape[0], ck.get("output.weight").is_some())?;
+            let cfg = ck.gguf_config()?;
             let outputs = ck
                 .tensors
                 .iter()
@@ -306,45 +295,41 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
             _ => model,
         };
         let mut note = None;
-        let (mut encoding, mut scheme, origin, on_indiv) = match candidate
-            .then(|| recipe.rule_for(&o.name, true))
-            .flatten()
-        {
-            Some((i, rule)) => {
-                rule_hits[i] += 1;
-                let e = encoding_of(recipe, &rule.scheme, keep, model);
-                (
-                    e,
-                    rule.scheme.label(),
-                    format!("rule {}", i + 1),
-                    rule.on_indivisible.unwrap_or(recipe.on_indivisible),
-                )
-            }
-            None => match preset_choice.get(&o.name).copied().flatten() {
-                Some(t) => {
-                    let e = t.dense().map_or(Encoding::Ggml(t), Encoding::Float);
-                    let wanted = recipe.preset.expect("preset").default_type();
-                    if candidate && t != wanted && t.block_size() != wanted.block_size() {
-                        note = Some(format!(
-                            "{} → {} (row length {})",
-                            wanted.name(),
-                            t.name(),
-                            o.shape.last().unwrap_or(&0)
-                        ));
+        let (mut encoding, mut scheme, origin, on_indiv) =
+            match candidate.then(|| recipe.rule_for(&o.name, true)).flatten() {
+                Some((i, rule)) => {
+                    rule_hits[i] += 1;
+                    let e = encoding_of(recipe, &rule.scheme, keep, model);
+                    (
+                        e,
+                        rule.scheme.label(),
+                        format!("rule {}", i + 1),
+                        rule.on_indivisible.unwrap_or(recipe.on_indivisible),
+                    )
+                }
+                None => match preset_choice.get(&o.name).copied().flatten() {
+                    Some(t) => {
+                        let e = t.dense().map_or(Encoding::Ggml(t), Encoding::Float);
+                        let wanted = recipe.preset.expect("preset").default_type();
+                        if candidate && t != wanted && t.block_size() != wanted.block_size() {
+                            note = Some(format!(
+                                "{} → {} (row length {})",
+                                wanted.name(),
+                                t.name(),
+                                o.shape.last().unwrap_or(&0)
+                            ));
+                        }
+                        (e, t.name().to_string(), format!("preset {:?}", recipe.preset.unwrap()), Indivisible::Fail)
                     }
-                    (e, t.name().to_string(), format!("preset {:?}", recipe.preset.unwrap()), Indivisible::Fail)
-                }
-                None => {
-                    (Encoding::Float(keep), torch_name(keep).replace("float", "f"), "default".into(), Indivisible::Fail)
-                }
-            },
-        };
+                    None => (Encoding::Float(keep), float_label(keep), "default".into(), Indivisible::Fail),
+                },
+            };
         if let Some(why) = indivisible(layout_kind, &encoding, &o.shape) {
             match on_indiv {
                 Indivisible::Keep => {
                     note = Some(format!("kept unquantized: {why}"));
                     encoding = Encoding::Float(keep);
-                    scheme = torch_name(keep).replace("float", "f");
+                    scheme = float_label(keep);
                 }
                 Indivisible::Fail => {
                     return Err(Error::tensor(
@@ -794,7 +779,6 @@ pub fn manifest(
     files: &[(String, u64, String)],
     version: &str,
 ) -> Json {
-    let quantized: Vec<&WeightReport> = reports.iter().filter(|r| !r.outputs.is_empty()).collect();
     let total_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     json!({
         "recast_version": version,
@@ -815,7 +799,7 @@ pub fn manifest(
             "bits_per_weight": total_bytes as f64 * 8.0 / plan.total_params().max(1) as f64,
         },
         "warnings": plan.warnings,
-        "tensors": quantized,
+        "tensors": reports,
         "files": files.iter().map(|(n, s, h)| json!({"name": n, "bytes": s, "sha256": h})).collect::<Vec<_>>(),
         "validation": null,
     })

@@ -127,9 +127,9 @@ fn plan_json(plan: &QuantPlan) -> serde_json::Value {
     })
 }
 
-fn summary(reports: &[WeightReport]) -> String {
+fn summary(plan: &QuantPlan, reports: &[WeightReport]) -> String {
     let q: Vec<&WeightReport> =
-        reports.iter().filter(|r| r.scheme != "f32" && r.scheme != "f16" && r.scheme != "bf16").collect();
+        plan.weights.iter().zip(reports).filter(|(w, _)| w.quantized()).map(|(_, r)| r).collect();
     if q.is_empty() {
         return String::new();
     }
@@ -179,6 +179,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.json {
         print!("{text}");
     }
-    eprintln!("wrote {} ({}) in {secs:.2}s; {}", plan.out.display(), human(plan.total_bytes()), summary(&reports));
+    eprintln!(
+        "wrote {} ({}) in {secs:.2}s; {}",
+        plan.out.display(),
+        human(plan.total_bytes()),
+        summary(&plan, &reports)
+    );
     Ok(ExitCode::SUCCESS)
 }

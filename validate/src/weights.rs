@@ -40,11 +40,7 @@ pub struct Weights<'a> {
 /// Reads the model config of a checkpoint (config.json beside safetensors, or GGUF metadata).
 pub fn model_config(ck: &Checkpoint) -> Result<ModelConfig> {
     Ok(match ck.format {
-        Format::Gguf => {
-            let meta = &ck.gguf.as_ref().expect("gguf").metadata;
-            let embd = ck.require("token_embd.weight", "the vocabulary size")?;
-            ModelConfig::from_gguf(&ck.path, meta, embd.shape[0], ck.get("output.weight").is_some())?
-        }
+        Format::Gguf => ck.gguf_config()?,
         Format::Safetensors => {
             let p = ck.config_path().ok_or_else(|| recast_convert::Error::MissingTensor {
                 tensor: "config.json".into(),

@@ -15,7 +15,7 @@ pub const VERSION: &str = "0.20.0";
 pub fn format(enc: &Encoding) -> &'static str {
     match enc {
         Encoding::Fp8 { .. } => "float-quantized",
-        Encoding::Int { spec, activations } if spec.bits == 4 || *activations == Activations::None => "pack-quantized",
+        Encoding::Int { spec, activations } if super::ct_packed(spec, *activations) => "pack-quantized",
         Encoding::Int { .. } => "int-quantized",
         _ => "dense",
     }

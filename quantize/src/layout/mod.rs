@@ -60,22 +60,15 @@ pub fn module_of(name: &str) -> &str {
 
 /// Whether int weights of this layout/encoding are stored packed (compressed-tensors
 /// `pack-quantized`: weight-only int, and every int4).
-fn ct_packed(spec: &int::IntSpec, activations: Activations) -> bool {
+pub(crate) fn ct_packed(spec: &int::IntSpec, activations: Activations) -> bool {
     spec.bits == 4 || activations == Activations::None
 }
 
+/// The scale tensor's shape: compressed-tensors writes a per-tensor scale as `[1]`.
 fn scale_shape(g: Granularity, rows: u64, cols: u64) -> Vec<u64> {
     match g {
         Granularity::Tensor => vec![1],
-        Granularity::Channel => vec![rows, 1],
-        Granularity::Block { rows: br, cols: bc } => vec![rows.div_ceil(br as u64), cols.div_ceil(bc as u64)],
-    }
-}
-
-fn groups(spec: &int::IntSpec, cols: u64) -> u64 {
-    match spec.group {
-        int::Group::Channel => 1,
-        int::Group::Size(g) => cols.div_ceil(g as u64),
+        _ => g.scale_shape(rows as usize, cols as usize).iter().map(|&d| d as u64).collect(),
     }
 }
 
@@ -104,7 +97,8 @@ pub fn outputs(layout: LayoutKind, name: &str, shape: &[u64], enc: &Encoding) ->
             ]
         }
         Encoding::Int { spec, activations } => {
-            let g = groups(spec, cols);
+            // `plan` has rejected (or kept unquantized) rows that are not whole groups.
+            let g = spec.groups_per_row(cols as usize) as u64;
             let sd = spec.scale_dtype;
             match layout {
                 LayoutKind::Ascend => {

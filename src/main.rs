@@ -4,6 +4,7 @@
 //! codes (0 success, 1 validation failed its thresholds, 2 bad input or any other error).
 
 mod cmd;
+mod pipeline;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Golden(cmd::golden::Args),
     /// Compare a model or a logits dump with a golden file (exit 0 pass, 1 fail, 2 error).
     Validate(cmd::validate::Args),
+    /// Run a release pipeline: golden, quantize for every target, validate, promote what passed.
+    Run(cmd::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Recipes(a) => cmd::recipes::run(a),
         Command::Golden(a) => cmd::golden::run(a),
         Command::Validate(a) => cmd::validate::run(a),
+        Command::Run(a) => cmd::run::run(a),
     };
     match result {
         Ok(code) => code,

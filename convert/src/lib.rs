@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod error;
+pub mod failpoint;
 pub mod float;
 pub mod ggml_dequant;
 pub mod ggml_type;

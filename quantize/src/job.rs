@@ -23,7 +23,7 @@ use recast_convert::safetensors::writer as st_writer;
 use recast_convert::safetensors::SafetensorsPlan;
 use recast_convert::transform::{self, Op};
 use recast_convert::{Checkpoint, DType, Format, GgmlType, ModelConfig, Storage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -551,7 +551,7 @@ fn hf_side_files(
 }
 
 /// What `execute` measured for one weight.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WeightReport {
     pub name: String,
     pub scheme: String,
@@ -565,7 +565,7 @@ pub struct WeightReport {
     pub outputs: Vec<OutputReport>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutputReport {
     pub name: String,
     pub dtype: String,
@@ -582,23 +582,76 @@ struct Pending {
 
 type EncodedWeight = (usize, Vec<Vec<u8>>, WeightReport);
 
-/// Writes the plan: the weights file(s), then the side files. Returns per-weight reports in
-/// plan order.
+/// The files of a plan's weights, in write order: the GGUF file, or each safetensors shard
+/// (names relative to the output directory; for GGUF, the output's file name). Each is a unit
+/// [`execute_files`] can write on its own.
+pub fn weight_files(plan: &QuantPlan) -> Vec<(String, u64)> {
+    match &plan.layout {
+        FileLayout::Gguf(g) => vec![(gguf_file_name(plan), g.file_size())],
+        FileLayout::Safetensors(s) => s.shards.iter().map(|sh| (sh.file_name.clone(), sh.file_size())).collect(),
+    }
+}
+
+fn gguf_file_name(plan: &QuantPlan) -> String {
+    plan.out.file_name().map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Writes the plan: the weights file(s), then the index and side files. Returns per-weight
+/// reports in plan order.
+pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<Vec<WeightReport>> {
+    let all: Vec<usize> = (0..weight_files(plan).len()).collect();
+    let mut reports: Vec<Option<WeightReport>> = vec![None; plan.weights.len()];
+    for (w, r) in execute_files(ck, plan, &all, progress)? {
+        reports[w] = Some(r);
+    }
+    write_extras(plan)?;
+    Ok(reports.into_iter().map(|r| r.expect("every weight written")).collect())
+}
+
+/// Writes the files numbered `files` (indices into [`weight_files`]) and returns the report of
+/// every weight they hold, as `(weight index, report)` in write order. A weight whose outputs
+/// fall in two files is encoded for each (the encoding is deterministic, so the bytes agree).
 ///
 /// One thread encodes weights in file order (each weight's rows in parallel) and hands them
 /// over a channel of depth one to the writer, so the next weight is encoded while the current
 /// one is written; at most two weights' encodings are in memory. Bytes are those of encoding
 /// each weight on its own, whatever the thread count.
-pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<Vec<WeightReport>> {
-    let mut reports: Vec<Option<WeightReport>> = vec![None; plan.weights.len()];
-    let n = plan.weights.len();
+pub fn execute_files(
+    ck: &Checkpoint,
+    plan: &QuantPlan,
+    files: &[usize],
+    progress: Progress,
+) -> Result<Vec<(usize, WeightReport)>> {
+    // Output slots in write order, then the weights in the order the writer will need them.
+    let slot_order: Vec<Vec<usize>> = files
+        .iter()
+        .map(|&f| match &plan.layout {
+            FileLayout::Gguf(g) => (0..g.tensors.len()).collect(),
+            // Slots are numbered in the order tensors were given to the plan (`index`).
+            FileLayout::Safetensors(s) => s.shards[f].tensors.iter().map(|t| t.index).collect(),
+        })
+        .collect();
+    let mut order: Vec<usize> = Vec::new();
+    for slots in &slot_order {
+        let mut last = None;
+        for &slot in slots {
+            let w = plan.slots[slot].0;
+            if last != Some(w) {
+                order.push(w);
+                last = Some(w);
+            }
+        }
+    }
+    let n = order.len();
+    let mut reports: Vec<(usize, WeightReport)> = Vec::with_capacity(n);
     let layout_kind = plan.recipe.layout;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<EncodedWeight>>(1);
         let weights = &plan.weights;
+        let order = &order;
         scope.spawn(move || {
-            for (w, wp) in weights.iter().enumerate() {
-                let r = encode_weight(ck, layout_kind, wp).map(|(t, rep)| (w, t, rep));
+            for &w in order {
+                let r = encode_weight(ck, layout_kind, &weights[w]).map(|(t, rep)| (w, t, rep));
                 let failed = r.is_err();
                 // A closed channel means the writer stopped (its error is reported there).
                 if tx.send(r).is_err() || failed {
@@ -612,37 +665,58 @@ pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<
             if !matches!(&pending, Some(p) if p.weight == w) {
                 let (got, tensors, report) =
                     rx.recv().map_err(|_| Error::Unsupported("the encoding thread stopped unexpectedly".into()))??;
-                assert_eq!(got, w, "weights are written in plan order");
-                reports[w] = Some(report);
+                assert_eq!(got, w, "weights are written in the order planned");
+                progress(&plan.weights[w].name, reports.len(), n);
+                reports.push((w, report));
                 pending = Some(Pending { weight: w, tensors });
-                progress(&plan.weights[w].name, w, n);
             }
             let p = pending.as_mut().expect("pending weight");
             sink.write(&std::mem::take(&mut p.tensors[k]))?;
+            recast_convert::failpoint::hit("quantize-write");
             Ok(())
         };
-        let written = match &plan.layout {
-            FileLayout::Gguf(g) => {
-                if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
+        let mut written = Ok(());
+        for (&f, _) in files.iter().zip(&slot_order) {
+            written = match &plan.layout {
+                FileLayout::Gguf(g) => {
+                    if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
+                    }
+                    gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))
                 }
-                gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))
+                FileLayout::Safetensors(s) => {
+                    std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
+                    let shard = &s.shards[f];
+                    st_writer::write_shard(&plan.out.join(&shard.file_name), shard, |t, sink| {
+                        produce(t.index, sink).map_err(to_convert)
+                    })
+                }
+            };
+            if written.is_err() {
+                break;
             }
-            FileLayout::Safetensors(s) => {
-                std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
-                // Slots are numbered in the order tensors were given to the plan (`index`).
-                st_writer::write_all(&plan.out, s, |t, sink| produce(t.index, sink).map_err(to_convert))
-            }
-        };
+        }
         drop(rx);
         written.map_err(Error::from)
     })?;
-    if let FileLayout::Safetensors(_) = plan.layout {
+    Ok(reports)
+}
+
+/// Writes what follows the weight files: the safetensors index (multi-shard plans) and the
+/// side files (config, tokenizer, quantization description). Nothing for GGUF.
+pub fn write_extras(plan: &QuantPlan) -> Result<()> {
+    if let FileLayout::Safetensors(s) = &plan.layout {
+        std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
+        if s.shards.len() > 1 {
+            let mut text = serde_json::to_string_pretty(&s.index_json()).expect("index serializes");
+            text.push('\n');
+            atomic::write_file(plan.out.join(s.index_name()), text.as_bytes())?;
+        }
         for (name, bytes) in &plan.side_files {
             atomic::write_file(plan.out.join(name), bytes)?;
         }
     }
-    Ok(reports.into_iter().map(|r| r.expect("every weight written")).collect())
+    Ok(())
 }
 
 fn to_convert(e: Error) -> recast_convert::Error {
@@ -709,10 +783,7 @@ fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> R
 pub fn output_files(plan: &QuantPlan) -> Result<Vec<(String, u64, String)>> {
     let mut paths: Vec<(String, PathBuf)> = Vec::new();
     match &plan.layout {
-        FileLayout::Gguf(_) => {
-            let name = plan.out.file_name().map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned());
-            paths.push((name, plan.out.clone()));
-        }
+        FileLayout::Gguf(_) => paths.push((gguf_file_name(plan), plan.out.clone())),
         FileLayout::Safetensors(s) => {
             for sh in &s.shards {
                 paths.push((sh.file_name.clone(), plan.out.join(&sh.file_name)));
@@ -734,7 +805,7 @@ pub fn output_files(plan: &QuantPlan) -> Result<Vec<(String, u64, String)>> {
         .collect()
 }
 
-fn sha256_file(p: &Path) -> Result<(u64, String)> {
+pub fn sha256_file(p: &Path) -> Result<(u64, String)> {
     use std::io::Read;
     let mut f = std::fs::File::open(p).map_err(|e| recast_convert::Error::io(p, e))?;
     let mut h = Sha256::new();

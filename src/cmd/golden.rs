@@ -143,19 +143,51 @@ fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// What to make a golden file from.
+pub struct Params<'a> {
+    pub model: &'a Path,
+    pub output: &'a Path,
+    /// The output path as the golden's `regenerate` command shows it (default: `output`).
+    pub output_label: Option<&'a Path>,
+    pub prompts: &'a Path,
+    pub max_tokens: Option<usize>,
+    pub form: Form,
+    pub threads: usize,
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
+    let line = make(&Params {
+        model: &a.model,
+        output: &a.output,
+        output_label: None,
+        prompts: &a.prompts,
+        max_tokens: a.max_tokens,
+        form: a.compact.unwrap_or(Form::Full),
+        threads: a.threads,
+    })?;
+    eprintln!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the reference engine on the prompts and writes the golden file; returns a one-line
+/// description of what was written.
+pub fn make(a: &Params) -> Result<String> {
     let start = Instant::now();
-    let ck = Checkpoint::open(&a.model)?;
+    let ck = Checkpoint::open(a.model)?;
     let engine = Engine::new(&ck, a.threads).with_context(|| format!("loading {}", a.model.display()))?;
     let vocab = engine.config.vocab_size as usize;
     let tok = load_tokenizer(&ck)?;
-    let prompts = read_prompts(&a.prompts)?;
+    let prompts = read_prompts(a.prompts)?;
     let tokens = tokenize(&prompts, tok.as_ref(), a.max_tokens, vocab)?;
     let logits = engine.forward(&tokens).with_context(|| format!("running {}", a.model.display()))?;
     let (model_fingerprint, model_shape) = golden::model_fingerprint(&engine.config);
-    let form = a.compact.unwrap_or(Form::Full);
-    let mut regenerate =
-        format!("recast golden {} -o {} --prompts {}", a.model.display(), a.output.display(), a.prompts.display());
+    let form = a.form;
+    let mut regenerate = format!(
+        "recast golden {} -o {} --prompts {}",
+        a.model.display(),
+        a.output_label.unwrap_or(a.output).display(),
+        a.prompts.display()
+    );
     if let Some(n) = a.max_tokens {
         regenerate += &format!(" --max-tokens {n}");
     }
@@ -166,7 +198,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         version: Some(golden::FORMAT_VERSION),
         model_fingerprint: Some(model_fingerprint),
         model_shape: Some(model_shape),
-        model_source: Some(file_name(&a.model)),
+        model_source: Some(file_name(a.model)),
         tokenizer_fingerprint: tok.as_ref().map(|t| golden::tokenizer_fingerprint(&t.tokenizer)).transpose()?,
         tokenizer_source: tok.as_ref().map(|t| t.source.to_string()),
         engine: Some(format!("recast-validate {} reference forward (f32)", env!("CARGO_PKG_VERSION"))),
@@ -180,11 +212,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .collect(),
         regenerate: Some(regenerate),
     };
-    let bytes = golden::write(&a.output, &meta, &tokens, &logits, vocab, form)
+    let bytes = golden::write(a.output, &meta, &tokens, &logits, vocab, form)
         .with_context(|| format!("writing {}", a.output.display()))?;
     let positions: usize = tokens.iter().map(Vec::len).sum();
     let seq = tokens.iter().map(Vec::len).max().unwrap_or(0);
-    eprintln!(
+    Ok(format!(
         "wrote {}: {} prompt(s), {positions} positions (padded to {seq}), vocabulary {vocab}, {} form, {bytes} bytes in {:.2}s",
         a.output.display(),
         tokens.len(),
@@ -193,6 +225,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Form::TopK(k) => format!("top-{k}"),
         },
         start.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
+    ))
 }

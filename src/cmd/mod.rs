@@ -5,4 +5,5 @@ pub mod golden;
 pub mod inspect;
 pub mod quantize;
 pub mod recipes;
+pub mod run;
 pub mod validate;

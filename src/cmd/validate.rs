@@ -102,13 +102,13 @@ fn check_tokenizer(g: &Golden, tok: &Option<ModelTokenizer>, whose: &str) -> Res
 type Prepared<'s> = (Candidate<'s>, String, Vec<String>, Option<ModelTokenizer>);
 
 /// Opens the candidate behind `source` and checks it fits the golden (exit 2 otherwise).
-fn prepare<'s>(a: &Args, g: &Golden, source: &'s Source) -> Result<Prepared<'s>> {
+fn prepare<'s>(candidate_path: &Path, threads: usize, g: &Golden, source: &'s Source) -> Result<Prepared<'s>> {
     let mut checks = Vec::new();
     let (candidate, description, tok) = match source {
         Source::Npy(src) => {
             let arr = npy::parse(src.bytes())?;
-            let d = format!("`{}` (logits dump, npy {} {:?})", file_name(&a.candidate), arr.dtype, arr.shape);
-            (Candidate::dense(&a.candidate, arr.data, arr.dtype, &arr.shape)?, d, None)
+            let d = format!("`{}` (logits dump, npy {} {:?})", file_name(candidate_path), arr.dtype, arr.shape);
+            (Candidate::dense(candidate_path, arr.data, arr.dtype, &arr.shape)?, d, None)
         }
         Source::Checkpoint(ck) if ck.format == Format::Safetensors && ck.get(golden::tensor::LOGITS).is_some() => {
             let (c, tokens) = Candidate::from_safetensors(ck)?;
@@ -117,59 +117,93 @@ fn prepare<'s>(a: &Args, g: &Golden, source: &'s Source) -> Result<Prepared<'s>>
                 g.check_tokens(&t)?;
                 checks.push("token ids in the dump match the golden's".to_string());
             }
-            (c, format!("`{}` (logits dump, safetensors)", file_name(&a.candidate)), None)
+            (c, format!("`{}` (logits dump, safetensors)", file_name(candidate_path)), None)
         }
         Source::Checkpoint(ck) if ck.get(golden::tensor::TOPK_IDS).is_some() => {
             bail!("it is a compact golden file; a candidate needs full logits")
         }
-        Source::Checkpoint(ck) => run_model(g, ck, a.threads, &mut checks)?,
+        Source::Checkpoint(ck) => run_model(g, ck, threads, &mut checks)?,
     };
     g.check_candidate(&candidate)?;
     Ok((candidate, description, checks, tok))
 }
 
-pub fn run(a: Args) -> Result<ExitCode> {
-    let g = Golden::open(&a.golden).with_context(|| format!("reading golden {}", a.golden.display()))?;
-    let source = if is_npy(&a.candidate) {
-        Source::Npy(ByteSource::open(&a.candidate)?)
+/// What comparing a candidate with a golden file found.
+pub struct Outcome {
+    pub pass: bool,
+    /// The JSON report (`--json`).
+    pub json: serde_json::Value,
+    pub markdown: String,
+    /// The short text printed by default.
+    pub summary: String,
+}
+
+/// How to compare: the candidate and golden paths and the verdict's thresholds.
+pub struct Params<'a> {
+    pub candidate: &'a Path,
+    pub golden: &'a Path,
+    pub thresholds: Thresholds,
+    /// A tokenizer for the report when the candidate is a dump (checked against the golden).
+    pub tokenizer: Option<&'a Path>,
+    pub worst: usize,
+    pub threads: usize,
+}
+
+/// Compares `p.candidate` with the golden file `g` (opened from `p.golden`).
+pub fn evaluate(p: &Params, g: &Golden) -> Result<Outcome> {
+    let source = if is_npy(p.candidate) {
+        Source::Npy(ByteSource::open(p.candidate)?)
     } else {
-        Source::Checkpoint(Checkpoint::open(&a.candidate)?)
+        Source::Checkpoint(Checkpoint::open(p.candidate)?)
     };
-    let (candidate, description, mut checks, mut tok) = prepare(&a, &g, &source)
-        .with_context(|| format!("candidate {} against golden {}", a.candidate.display(), a.golden.display()))?;
-    if let Some(p) = &a.tokenizer {
-        tok = tokenizer_at(p)?;
-        let line = check_tokenizer(&g, &tok, &format!("`{}`", file_name(p)))
-            .with_context(|| format!("tokenizer {} against golden {}", p.display(), a.golden.display()))?;
+    let (candidate, description, mut checks, mut tok) = prepare(p.candidate, p.threads, g, &source)
+        .with_context(|| format!("candidate {} against golden {}", p.candidate.display(), p.golden.display()))?;
+    if let Some(path) = p.tokenizer {
+        tok = tokenizer_at(path)?;
+        let line = check_tokenizer(g, &tok, &format!("`{}`", file_name(path)))
+            .with_context(|| format!("tokenizer {} against golden {}", path.display(), p.golden.display()))?;
         checks.push(line);
     }
-    let comparison = metrics::compare(&g.tokens, &g, &candidate);
-    let thresholds = Thresholds { max_kld: a.max_kld, min_top1: a.min_top1 };
-    let verdict = metrics::verdict(&comparison, &thresholds);
+    let comparison = metrics::compare(&g.tokens, g, &candidate);
+    let verdict = metrics::verdict(&comparison, &p.thresholds);
     let text = |id: u32| tok.as_ref().map_or_else(|| format!("#{id}"), |t| t.text(id));
     let report = Report {
         candidate: description,
-        golden_name: file_name(&a.golden),
+        golden_name: file_name(p.golden),
         golden_meta: &g.meta,
         golden_form: g.form(),
         vocab: g.vocab,
         tokens: &g.tokens,
         comparison: &comparison,
-        thresholds,
+        thresholds: p.thresholds,
         verdict: &verdict,
         checks,
         token_text: tok.as_ref().map(|_| &text as &dyn Fn(u32) -> String),
-        worst: a.worst,
+        worst: p.worst,
     };
+    Ok(Outcome { pass: verdict.pass, json: report.json(), markdown: report.markdown(), summary: report.summary() })
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let g = Golden::open(&a.golden).with_context(|| format!("reading golden {}", a.golden.display()))?;
+    let params = Params {
+        candidate: &a.candidate,
+        golden: &a.golden,
+        thresholds: Thresholds { max_kld: a.max_kld, min_top1: a.min_top1 },
+        tokenizer: a.tokenizer.as_deref(),
+        worst: a.worst,
+        threads: a.threads,
+    };
+    let out = evaluate(&params, &g)?;
     if let Some(path) = &a.report {
-        recast_convert::atomic::write_file(path, report.markdown().as_bytes())?;
+        recast_convert::atomic::write_file(path, out.markdown.as_bytes())?;
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        println!("{}", serde_json::to_string_pretty(&out.json)?);
     } else {
-        print!("{}", report.summary());
+        print!("{}", out.summary);
     }
-    Ok(if verdict.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if out.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Runs a candidate model on the golden tokens after checking it is the same model and tokenizer.

@@ -359,6 +359,7 @@ pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> 
     let mut xs = embed(cfg, w, batch)?;
     w.evict();
     for l in 0..cfg.num_hidden_layers as usize {
+        recast_convert::failpoint::hit("engine-layer");
         let p = format!("model.layers.{l}");
         let ln1 = w.get_shaped(&format!("{p}.input_layernorm.weight"), &[d])?;
         let ln2 = w.get_shaped(&format!("{p}.post_attention_layernorm.weight"), &[d])?;

@@ -125,6 +125,7 @@ pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> 
     let mut xs = embed(cfg, w, batch)?;
     w.evict();
     for l in 0..cfg.num_hidden_layers as usize {
+        recast_convert::failpoint::hit("engine-layer");
         let p = format!("model.layers.{l}");
         let (ln1, ln2) = (
             w.get_shaped(&format!("{p}.input_layernorm.weight"), &[d])?,

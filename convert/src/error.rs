@@ -10,12 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is in the message, not chained as a `source` (else `{:#}` prints it twice).
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 
     // ---- format detection -------------------------------------------------------------
     #[error("{path}: not a recognised checkpoint (expected a safetensors file, a GGUF file, or a directory with config.json and *.safetensors)")]
@@ -104,6 +101,6 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 }

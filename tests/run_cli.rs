@@ -342,3 +342,24 @@ fn dry_run_plan() {
     ok(&o);
     insta::assert_snapshot!(text(&o.stdout));
 }
+
+#[test]
+fn json_events_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), 0.0);
+    let o = run(&p, &dir.path().join("out"), &["--json"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let events: Vec<serde_json::Value> =
+        text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"stage_started"));
+    assert_eq!(kinds.last(), Some(&"finished"));
+    assert_eq!(kinds.iter().filter(|k| **k == "verdict").count(), 3);
+    // 1 GGUF file + 3 FP8 shards + 2 Ascend shards.
+    assert_eq!(kinds.iter().filter(|k| **k == "unit_done").count(), 6);
+    let last = events.last().unwrap();
+    assert_eq!(last["exit_code"], 1);
+    let fp8 = events.iter().find(|e| e["event"] == "verdict" && e["verdict"]["target"] == "h100-fp8").unwrap();
+    assert_eq!(fp8["verdict"]["pass"], false);
+    assert_eq!(fp8["verdict"]["path"], "rejected/h100-fp8");
+}

@@ -13,6 +13,7 @@ pub mod error;
 pub mod hardware;
 pub mod job;
 pub mod layout;
+pub mod lowrank;
 pub mod recipe;
 
 pub use error::{Error, Result};

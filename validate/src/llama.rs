@@ -81,6 +81,28 @@ fn proj(w: &Weights, name: &str, h: &[f32], n: usize, d: usize, par: Par) -> Res
     Ok((y, m))
 }
 
+/// Low-rank KV layout (docs/low-rank-kv.md): the per-token cache is the latent
+/// `c = kv_a_proj · h` (`[n, r]`); keys and values are reconstructed as `kv_b_proj · c (+ bias)`,
+/// rows `0..kv` keys and `kv..2·kv` values, before the k-norm and RoPE are applied as usual.
+fn latent_kv(w: &Weights, p: &str, h: &[f32], n: usize, d: usize, kv: usize, par: Par) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (c, r) = proj(w, &format!("{p}.kv_a_proj"), h, n, d, par)?;
+    let (joint, m) = proj(w, &format!("{p}.kv_b_proj"), &c, n, r, par)?;
+    if m != 2 * kv {
+        return Err(crate::error::Error::Shape {
+            tensor: format!("{p}.kv_b_proj.weight"),
+            found: vec![m, r],
+            expected: vec![2 * kv, r],
+        });
+    }
+    let mut k = Vec::with_capacity(n * kv);
+    let mut v = Vec::with_capacity(n * kv);
+    for row in joint.chunks(m) {
+        k.extend_from_slice(&row[..kv]);
+        v.extend_from_slice(&row[kv..]);
+    }
+    Ok((k, v))
+}
+
 /// Self-attention of layer `l` for one sequence; returns the `o_proj` output `[n, hidden]`.
 fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTable, par: Par) -> Result<Vec<f32>> {
     let p = format!("model.layers.{l}.self_attn");
@@ -88,8 +110,11 @@ fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTab
     let (nh, nkv) = (cfg.num_attention_heads as usize, cfg.num_key_value_heads as usize);
     let n = h.len() / d;
     let (mut q, _) = proj(w, &format!("{p}.q_proj"), h, n, d, par)?;
-    let (mut k, _) = proj(w, &format!("{p}.k_proj"), h, n, d, par)?;
-    let (v, _) = proj(w, &format!("{p}.v_proj"), h, n, d, par)?;
+    let (mut k, v) = if w.has(&format!("{p}.kv_a_proj.weight")) {
+        latent_kv(w, &p, h, n, d, nkv * hd, par)?
+    } else {
+        (proj(w, &format!("{p}.k_proj"), h, n, d, par)?.0, proj(w, &format!("{p}.v_proj"), h, n, d, par)?.0)
+    };
     // qwen3: RMSNorm over each head before RoPE (Qwen3Attention.forward).
     for (x, name) in [(&mut q, "q_norm"), (&mut k, "k_norm")] {
         if let Some(g) = w.get_opt(&format!("{p}.{name}.weight"))? {

@@ -117,12 +117,11 @@ impl Events {
         s.last_draw = now;
         let secs = now.duration_since(s.start).as_secs_f64().max(1e-9);
         let rate = (s.done - s.skipped) as f64 / secs;
-        let mut line = format!("{}  {}", s.label, human(s.done));
-        if let Some(total) = s.total.filter(|&t| t > 0) {
+        let line = if let Some(total) = s.total.filter(|&t| t > 0) {
             let frac = (s.done as f64 / total as f64).min(1.0);
             let width = 24;
             let full = (frac * width as f64).round() as usize;
-            line = format!(
+            let mut line = format!(
                 "{}  [{}{}] {:>5.1}%  {} / {}",
                 s.label,
                 "#".repeat(full),
@@ -134,9 +133,11 @@ impl Events {
             if rate > 0.0 && s.done < total {
                 line += &format!("  {}/s  ETA {}", human(rate as u64), eta((total - s.done) as f64 / rate));
             }
-        } else if rate > 0.0 {
-            line += &format!("  {}/s", human(rate as u64));
-        }
+            line
+        } else {
+            // No byte count (engine stages): how long it has been running.
+            format!("{}  running {:.0}s", s.label, secs)
+        };
         if tty {
             eprint!("\r\x1b[K{line}");
         } else {

@@ -89,8 +89,12 @@ fn full_rank_latent_layout_reproduces_every_llama_family_fixture() {
         let orig = Checkpoint::open(tiny(arch)).unwrap();
         let lr = Checkpoint::open(dir.path()).unwrap();
         assert!(lr.get("model.layers.0.self_attn.k_proj.weight").is_none());
-        let a = Engine::new(&orig, 1).unwrap().forward(&tokens).unwrap();
-        let b = Engine::new(&lr, 1).unwrap().forward(&tokens).unwrap();
+        let (ea, eb) = (Engine::new(&orig, 1).unwrap(), Engine::new(&lr, 1).unwrap());
+        let layers = ea.config.num_hidden_layers as usize;
+        assert_eq!(ea.kv_values_per_token(), vec![width as u64; layers], "{arch}");
+        assert_eq!(eb.kv_values_per_token(), vec![rank as u64; layers], "{arch}");
+        let a = ea.forward(&tokens).unwrap();
+        let b = eb.forward(&tokens).unwrap();
         let vocab = a[0].len() / tokens[0].len();
         let (mut kld_sum, mut agree) = (0.0, 0);
         for (pa, pb) in a[0].chunks(vocab).zip(b[0].chunks(vocab)) {
@@ -103,5 +107,16 @@ fn full_rank_latent_layout_reproduces_every_llama_family_fixture() {
         let kld = kld_sum / n as f64;
         assert!(kld <= 1e-8, "{arch} (rank {rank} of KV width {width}): mean KLD {kld:e}");
         assert_eq!(agree, n, "{arch}: top-1 agreement {agree}/{n}");
+    }
+}
+
+#[test]
+fn kv_cache_size_per_layout() {
+    for arch in ["deepseek_v2", "deepseek_v3"] {
+        let ck = Checkpoint::open(tiny(arch)).unwrap();
+        let e = Engine::new(&ck, 1).unwrap();
+        let m = e.config.mla.as_ref().unwrap();
+        let per = m.kv_lora_rank + m.qk_rope_head_dim;
+        assert_eq!(e.kv_values_per_token(), vec![per; e.config.num_hidden_layers as usize], "{arch}");
     }
 }

@@ -29,6 +29,21 @@ impl<'a> Engine<'a> {
         self
     }
 
+    /// Values each layer caches per token: keys and values (2·n_kv·head_dim), the latent of a
+    /// low-rank KV layer (`kv_a_proj` rows), or MLA's latent plus its RoPE key
+    /// (kv_lora_rank + qk_rope_head_dim). Multiply by the cache dtype's bytes and the context
+    /// length for the KV cache's memory.
+    pub fn kv_values_per_token(&self) -> Vec<u64> {
+        let c = &self.config;
+        (0..c.num_hidden_layers)
+            .map(|l| match (&c.mla, self.weights.shape(&format!("model.layers.{l}.self_attn.kv_a_proj.weight"))) {
+                (Some(m), _) => m.kv_lora_rank + m.qk_rope_head_dim,
+                (None, Some(s)) => s[0],
+                (None, None) => 2 * c.num_key_value_heads * c.head_dim,
+            })
+            .collect()
+    }
+
     /// Logits `[seq, vocab]` (row-major) for each token sequence. Each layer's weights are
     /// decoded once for the whole batch and dropped before the next layer.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {

@@ -73,6 +73,11 @@ impl<'a> Weights<'a> {
         self.plan.contains_key(name)
     }
 
+    /// A weight's shape, without decoding it.
+    pub fn shape(&self, name: &str) -> Option<&[u64]> {
+        self.plan.get(name).map(|o| o.shape.as_slice())
+    }
+
     /// Decodes one weight to f32 (or returns it from the cache).
     pub fn get(&self, name: &str) -> Result<Rc<Tensor>> {
         if let Some(t) = self.cache.borrow().get(name) {

@@ -676,7 +676,7 @@ pub fn execute_files(
             Ok(())
         };
         let mut written = Ok(());
-        for (&f, _) in files.iter().zip(&slot_order) {
+        for &f in files {
             written = match &plan.layout {
                 FileLayout::Gguf(g) => {
                     if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -781,28 +781,25 @@ fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> R
 
 /// sha256 and size of each file the plan wrote (relative names).
 pub fn output_files(plan: &QuantPlan) -> Result<Vec<(String, u64, String)>> {
-    let mut paths: Vec<(String, PathBuf)> = Vec::new();
-    match &plan.layout {
-        FileLayout::Gguf(_) => paths.push((gguf_file_name(plan), plan.out.clone())),
-        FileLayout::Safetensors(s) => {
-            for sh in &s.shards {
-                paths.push((sh.file_name.clone(), plan.out.join(&sh.file_name)));
-            }
-            if s.shards.len() > 1 {
-                paths.push((s.index_name(), plan.out.join(s.index_name())));
-            }
-            for (n, _) in &plan.side_files {
-                paths.push((n.clone(), plan.out.join(n)));
-            }
-        }
-    }
-    paths
-        .into_iter()
-        .map(|(name, p)| {
-            let (size, hash) = sha256_file(&p)?;
+    let names = weight_files(plan).into_iter().map(|(name, _)| name).chain(extra_files(plan));
+    names
+        .map(|name| {
+            let path = match plan.layout {
+                FileLayout::Gguf(_) => plan.out.clone(),
+                FileLayout::Safetensors(_) => plan.out.join(&name),
+            };
+            let (size, hash) = sha256_file(&path)?;
             Ok((name, size, hash))
         })
         .collect()
+}
+
+/// The files [`write_extras`] writes (relative names): the safetensors index of a multi-shard
+/// plan, then the side files. None for GGUF.
+pub fn extra_files(plan: &QuantPlan) -> Vec<String> {
+    let FileLayout::Safetensors(s) = &plan.layout else { return Vec::new() };
+    let index = (s.shards.len() > 1).then(|| s.index_name());
+    index.into_iter().chain(plan.side_files.iter().map(|(n, _)| n.clone())).collect()
 }
 
 pub fn sha256_file(p: &Path) -> Result<(u64, String)> {

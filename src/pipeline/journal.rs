@@ -44,6 +44,8 @@ impl Journal {
             })
             .collect();
         files.sort();
+        let path = dir.join(name);
+        let mut torn = false;
         for p in &files {
             let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             for line in text.split(|&b| b == b'\n') {
@@ -51,16 +53,15 @@ impl Journal {
                     done.insert(r.unit.clone(), r);
                 }
             }
+            torn |= *p == path && text.last().is_some_and(|&b| b != b'\n');
         }
-        let path = dir.join(name);
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         // A torn last line from a crash: start on a fresh line so the next record parses.
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > 0 && std::fs::read(&path).ok().and_then(|b| b.last().copied()) != Some(b'\n') {
+        if torn {
             file.write_all(b"\n").with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(Journal { path, file, done })

@@ -31,7 +31,7 @@ use journal::Journal;
 use progress::Events;
 use recast_convert::failpoint;
 use recast_convert::Checkpoint;
-use recast_quantize::job::{self, FileLayout, QuantPlan, WeightReport};
+use recast_quantize::job::{self, QuantPlan, WeightReport};
 use recast_validate::golden::{Form, Golden};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
@@ -96,6 +96,8 @@ struct Work<'a> {
     ck: &'a Checkpoint,
     plans: Vec<QuantPlan>,
     units: Vec<FileUnit>,
+    /// The source's fingerprint (structure, file sizes and mtimes).
+    src_fp: String,
     /// Per target: everything its files depend on.
     target_fp: Vec<String>,
     root: PathBuf,
@@ -148,17 +150,19 @@ fn plan_out(dir: &Path, target: &str, layout_gguf: bool) -> PathBuf {
     }
 }
 
-/// Longest-first greedy assignment of units to `n` shards by bytes (ties to the lower shard):
-/// deterministic, and balanced to within the largest unit.
-fn assign_shards(units: &mut [FileUnit], n: usize) {
-    let mut order: Vec<usize> = (0..units.len()).collect();
-    order.sort_by(|&a, &b| units[b].bytes.cmp(&units[a].bytes).then(a.cmp(&b)));
+/// The share of each unit (by its bytes) among `n`: longest first to the least loaded share
+/// (ties to the lower share), deterministic and balanced to within the largest unit.
+fn assign_shards(bytes: &[u64], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bytes.len()).collect();
+    order.sort_by(|&a, &b| bytes[b].cmp(&bytes[a]).then(a.cmp(&b)));
     let mut load = vec![0u64; n];
+    let mut shard = vec![0; bytes.len()];
     for i in order {
         let s = (0..n).min_by_key(|&s| (load[s], s)).expect("n ≥ 1");
-        load[s] += units[i].bytes;
-        units[i].shard = s;
+        load[s] += bytes[i];
+        shard[i] = s;
     }
+    shard
 }
 
 fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<Work<'a>> {
@@ -189,8 +193,11 @@ fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<W
         target_fp.push(fp);
         plans.push(plan);
     }
-    assign_shards(&mut units, shards);
-    Ok(Work { p, ck, plans, units, target_fp, root, work })
+    let bytes: Vec<u64> = units.iter().map(|u| u.bytes).collect();
+    for (u, s) in units.iter_mut().zip(assign_shards(&bytes, shards)) {
+        u.shard = s;
+    }
+    Ok(Work { p, ck, plans, units, src_fp, target_fp, root, work })
 }
 
 /// A rough peak-memory estimate: quantizing holds a weight in f32, its source bytes and two
@@ -355,11 +362,14 @@ fn sync_dir(d: &Path) {
     }
 }
 
+/// The manifest in `dir`, if there is a readable one.
+fn read_manifest(dir: &Path) -> Option<Json> {
+    serde_json::from_slice(&std::fs::read(dir.join(job::MANIFEST_FILE)).ok()?).ok()
+}
+
 /// A `run` field of the manifest in `dir`.
 fn manifest_run(dir: &Path, key: &str) -> Option<String> {
-    let text = std::fs::read(dir.join(job::MANIFEST_FILE)).ok()?;
-    let v: Json = serde_json::from_slice(&text).ok()?;
-    v["run"][key].as_str().map(str::to_string)
+    read_manifest(dir)?["run"][key].as_str().map(str::to_string)
 }
 
 /// A promoted (or rejected) output of an earlier run whose files this run would write
@@ -391,9 +401,8 @@ fn finish_target(
     let promote_id = format!("promote/{}", t.name);
     // Done before (possibly renamed into place just before a crash stopped the journal record).
     for dir in [&passed_dir, &rejected_dir] {
-        if manifest_run(dir, "fingerprint").as_deref() == Some(vfp.as_str()) {
-            let text = std::fs::read(dir.join(job::MANIFEST_FILE))?;
-            let m: Json = serde_json::from_slice(&text)?;
+        let Some(m) = read_manifest(dir) else { continue };
+        if m["run"]["fingerprint"].as_str() == Some(vfp.as_str()) {
             let row = m["run"]["verdict_row"].clone();
             if j.done(&promote_id, &vfp).is_none() {
                 j.record(&promote_id, &vfp, row.clone())?;
@@ -438,7 +447,7 @@ fn finish_target(
         .enumerate()
         .map(|(i, r)| r.with_context(|| format!("no report for weight {}", plan.weights[i].name)))
         .collect::<Result<_>>()?;
-    for (name, _) in extra_files(plan) {
+    for name in job::extra_files(plan) {
         let (b, h) = job::sha256_file(&dir.join(&name))?;
         files.push((name, b, h));
     }
@@ -506,20 +515,6 @@ fn finish_target(
     Ok(row)
 }
 
-/// Side files and index a plan writes after its weight files (relative names).
-fn extra_files(plan: &QuantPlan) -> Vec<(String, ())> {
-    let mut v = Vec::new();
-    if let FileLayout::Safetensors(s) = &plan.layout {
-        if s.shards.len() > 1 {
-            v.push((s.index_name(), ()));
-        }
-        for (n, _) in &plan.side_files {
-            v.push((n.clone(), ()));
-        }
-    }
-    v
-}
-
 fn rel(root: &Path, p: &Path) -> PathBuf {
     p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -534,13 +529,8 @@ fn golden(w: &Work, j: &mut Journal, ev: &mut Events, threads: usize) -> Result<
         GoldenSource::Prompts { prompts, max_tokens } => {
             let out = w.root.join(GOLDEN_FILE);
             let prompt_bytes = std::fs::read(prompts).with_context(|| format!("reading {}", prompts.display()))?;
-            let fp = sha(&[
-                VERSION.as_bytes(),
-                w.target_fp.first().map_or(&b""[..], |s| s.as_bytes()),
-                source_fingerprint(w.ck)?.as_bytes(),
-                &prompt_bytes,
-                format!("{max_tokens:?}").as_bytes(),
-            ]);
+            let fp =
+                sha(&[VERSION.as_bytes(), w.src_fp.as_bytes(), &prompt_bytes, format!("{max_tokens:?}").as_bytes()]);
             if let Some(r) = j.done("golden", &fp) {
                 if let Ok((_, h)) = job::sha256_file(&out) {
                     if Some(h.as_str()) == r.data["sha256"].as_str() {
@@ -607,7 +597,7 @@ fn render_plan(w: &Work, shards: usize) -> String {
             let share = if shards > 1 { format!("  shard {}/{}", u.shard, shards) } else { String::new() };
             writeln!(o, "  {:<40} {:>12} bytes{share}", u.name, u.bytes).unwrap();
         }
-        for (n, _) in extra_files(plan) {
+        for n in job::extra_files(plan) {
             writeln!(o, "  {n}").unwrap();
         }
         for warn in &plan.warnings {
@@ -700,7 +690,7 @@ pub fn run(p: &Pipeline, opts: &Options) -> Result<u8> {
         }
         _ => ("lock".to_string(), "journal.jsonl".to_string()),
     };
-    if opts.resume && !w.work.join("journal.jsonl").exists() && !has_journal(&w.work) {
+    if opts.resume && !has_journal(&w.work) {
         bail!("--resume: no journal in {} (nothing to resume); run without --resume", w.work.display());
     }
     let _lock = system::lock(&w.work.join(lock_name))?;
@@ -752,26 +742,18 @@ pub fn run(p: &Pipeline, opts: &Options) -> Result<u8> {
         return Ok(0);
     }
     if opts.finalize {
-        // Name the shard that owns each missing file, with the N the shard runs used.
+        // Name the share that owns each missing file, with the N the shard runs used.
         let n = shard_count(&w.work);
-        let mut units: Vec<&FileUnit> = w.units.iter().collect();
-        let relabelled;
-        if let Some(n) = n {
-            let mut copy: Vec<FileUnit> = w
-                .units
-                .iter()
-                .map(|u| FileUnit { name: u.name.clone(), fingerprint: u.fingerprint.clone(), ..*u })
-                .collect();
-            assign_shards(&mut copy, n);
-            relabelled = copy;
-            units = relabelled.iter().collect();
-        }
-        let missing: Vec<String> = units
+        let bytes: Vec<u64> = w.units.iter().map(|u| u.bytes).collect();
+        let owner = n.map(|n| assign_shards(&bytes, n));
+        let missing: Vec<String> = w
+            .units
             .iter()
-            .filter(|u| reusable_final(&w, u.target).is_none() && file_done(&j, &w, u).is_none())
-            .map(|u| match n {
-                Some(n) => format!("{} (shard {}/{n})", u.id(p), u.shard),
-                None => u.id(p),
+            .enumerate()
+            .filter(|(_, u)| reusable_final(&w, u.target).is_none() && file_done(&j, &w, u).is_none())
+            .map(|(i, u)| match (&owner, n) {
+                (Some(owner), Some(n)) => format!("{} (shard {}/{n})", u.id(p), owner[i]),
+                _ => u.id(p),
             })
             .collect();
         if !missing.is_empty() {

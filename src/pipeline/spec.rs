@@ -142,11 +142,10 @@ impl Pipeline {
                 Some(s) => Some(parse_size(s).map_err(|e| anyhow::anyhow!(ctx(e)))?),
                 None => default_shard,
             };
-            let from_recipe = recipe.validation.as_ref();
-            let pick = |own: Option<f64>, r: Option<f64>| own.or(r);
+            let (own, from_recipe) = (t.validation.as_ref(), recipe.validation.as_ref());
             let thresholds = Thresholds {
-                max_kld: pick(t.validation.as_ref().and_then(|v| v.max_kld), from_recipe.and_then(|v| v.max_kld)),
-                min_top1: pick(t.validation.as_ref().and_then(|v| v.min_top1), from_recipe.and_then(|v| v.min_top1)),
+                max_kld: own.and_then(|v| v.max_kld).or(from_recipe.and_then(|v| v.max_kld)),
+                min_top1: own.and_then(|v| v.min_top1).or(from_recipe.and_then(|v| v.min_top1)),
             };
             if thresholds.max_kld.is_none() && thresholds.min_top1.is_none() {
                 bail!(

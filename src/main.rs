@@ -27,6 +27,8 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// List shipped recipes and the hardware table, or show one recipe resolved.
     Recipes(cmd::recipes::Args),
+    /// Collect attention-input statistics on calibration text for low-rank KV recipes.
+    Calibrate(cmd::calibrate::Args),
     /// Run the reference engine on prompts and store golden logits.
     Golden(cmd::golden::Args),
     /// Compare a model or a logits dump with a golden file (exit 0 pass, 1 fail, 2 error).
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Recipes(a) => cmd::recipes::run(a),
         Command::Golden(a) => cmd::golden::run(a),
+        Command::Calibrate(a) => cmd::calibrate::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Run(a) => cmd::run::run(a),
     };

@@ -102,7 +102,19 @@ fn every_shipped_recipe_writes_its_layout_and_manifest() {
         for name in &names {
             let gguf = name.starts_with("cpu-gguf");
             let out = tmp.path().join(format!("{arch}-{name}{}", if gguf { ".gguf" } else { "" }));
-            ok(&["quantize", s(&fixture(arch)), "-o", s(&out), "--recipe", name]);
+            let model = fixture(arch);
+            let mut args = vec!["quantize", s(&model), "-o", s(&out), "--recipe", name];
+            // Recipes needing calibration statistics get them from the model itself.
+            let stats = tmp.path().join(format!("{arch}-stats.safetensors"));
+            let r = recast_quantize::Recipe::load(name).unwrap();
+            if r.low_rank_kv.as_ref().is_some_and(|k| k.calibration == recast_quantize::recipe::Calibration::Required) {
+                let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart-prompts.jsonl");
+                if !stats.exists() {
+                    ok(&["calibrate", s(&model), "--prompts", s(&prompts), "-o", s(&stats)]);
+                }
+                args.extend(["--calibration", s(&stats)]);
+            }
+            ok(&args);
             let manifest_path = if gguf {
                 PathBuf::from(format!("{}.recast-manifest.json", out.display()))
             } else {

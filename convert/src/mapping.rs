@@ -40,6 +40,10 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"),
     ("self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"),
     ("self_attn.kv_b_proj.weight", "attn_kv_b.weight"),
+    // Low-rank KV (docs/low-rank-kv.md): the latent's down-projection and the bias of the
+    // joint key/value up-projection (`kv_b_proj.weight` shares MLA's name).
+    ("self_attn.kv_a_proj.weight", "attn_kv_a.weight"),
+    ("self_attn.kv_b_proj.bias", "attn_kv_b.bias"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
@@ -205,7 +209,7 @@ pub fn hf_tensors(ck: &Checkpoint, block: (u64, u64)) -> Result<Vec<HfTensor>> {
 /// `op` with llama.cpp's Q/K row permutation applied.
 fn permuted(t: &HfTensor, n_head: u64) -> Result<Op> {
     match &t.op {
-        Op::Copy(i) => Ok(Op::PermuteRows { src: *i, n_head }),
+        Op::Copy(i) => Ok(Op::PermuteRows { src: *i, n_head, rows: None }),
         Op::Dequant(d) => Ok(Op::Dequant(Box::new(quantized::Dequant { permute: Some(n_head), ..(**d).clone() }))),
         _ => Err(Error::Unsupported(format!(
             "tensor '{}': FP8 block-quantized Q/K weights of a llama-arch model",
@@ -270,6 +274,17 @@ pub fn hf_to_gguf(ck: &Checkpoint, cfg: &ModelConfig, target: DType, block: (u64
             "attn_q.weight" | "attn_q.bias" | "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
                 let n_head = if g.starts_with("attn_q") { cfg.num_attention_heads } else { cfg.num_key_value_heads };
                 push(name, t.shape.clone(), permuted(t, n_head)?);
+            }
+            // Low-rank KV: the key rows of the joint up-projection get attn_k's permutation.
+            "attn_kv_b.weight" | "attn_kv_b.bias" if cfg.arch.permutes_qk() => {
+                let Op::Copy(src) = t.op else {
+                    return Err(Error::Unsupported(format!(
+                        "tensor '{}': a quantized low-rank KV up-projection cannot be permuted for GGUF; convert from a float checkpoint",
+                        t.name
+                    )));
+                };
+                let rows = Some(cfg.num_key_value_heads * cfg.head_dim);
+                push(name, t.shape.clone(), Op::PermuteRows { src, n_head: cfg.num_key_value_heads, rows });
             }
             _ => push(name, t.shape.clone(), t.op.clone()),
         }
@@ -426,11 +441,16 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
         let &(h, g) = LAYER_NAMES.iter().find(|(_, g)| *g == rest).ok_or_else(unmapped)?;
         let op = match g {
             "attn_q.weight" | "attn_q.bias" if cfg.arch.permutes_qk() => {
-                Op::UnpermuteRows { src: i, n_head: cfg.num_attention_heads }
+                Op::UnpermuteRows { src: i, n_head: cfg.num_attention_heads, rows: None }
             }
             "attn_k.weight" | "attn_k.bias" if cfg.arch.permutes_qk() => {
-                Op::UnpermuteRows { src: i, n_head: cfg.num_key_value_heads }
+                Op::UnpermuteRows { src: i, n_head: cfg.num_key_value_heads, rows: None }
             }
+            "attn_kv_b.weight" | "attn_kv_b.bias" if cfg.arch.permutes_qk() && cfg.mla.is_none() => Op::UnpermuteRows {
+                src: i,
+                n_head: cfg.num_key_value_heads,
+                rows: Some(cfg.num_key_value_heads * cfg.head_dim),
+            },
             _ => Op::Copy(i),
         };
         outs.push(OutTensor { name: hf(h), shape: t.shape.clone(), dtype, op });

@@ -37,11 +37,15 @@ pub enum Op {
     PermuteRows {
         src: usize,
         n_head: u64,
+        /// Permute only the first `rows` rows (the key rows of a low-rank KV `kv_b`); the rest
+        /// pass through. `None`: every row.
+        rows: Option<u64>,
     },
     /// The inverse of `PermuteRows`.
     UnpermuteRows {
         src: usize,
         n_head: u64,
+        rows: Option<u64>,
     },
     /// Concatenate the results of the inner ops (each `Copy` or `Fp8Block`) along a new
     /// leading dimension (MoE experts).
@@ -140,10 +144,10 @@ pub fn stream(ck: &Checkpoint, op: &Op, out: DType, sink: &mut Sink) -> Result<(
             let t = &ck.tensors[*i];
             stream_rows(ck, t, 0, rows(t), out, sink, true)
         }
-        Op::PermuteRows { src, n_head } | Op::UnpermuteRows { src, n_head } => {
+        Op::PermuteRows { src, n_head, rows: prefix } | Op::UnpermuteRows { src, n_head, rows: prefix } => {
             let t = &ck.tensors[*src];
             let inverse = matches!(op, Op::UnpermuteRows { .. });
-            let order = permutation(t, *n_head, inverse)?;
+            let order = permutation(t, *n_head, inverse, *prefix)?;
             let row_len = rows(t) / order.len().max(1);
             for r in order {
                 stream_rows(ck, t, r * row_len, (r + 1) * row_len, out, sink, false)?;
@@ -182,12 +186,19 @@ fn rows(t: &TensorInfo) -> usize {
 
 /// Output row order of a Q/K (un)permutation: `order[i]` is the source row (in units of the
 /// tensor's leading dimension) written at output position `i`.
-fn permutation(t: &TensorInfo, n_head: u64, inverse: bool) -> Result<Vec<usize>> {
-    row_order(t.shape.first().copied().unwrap_or(0), n_head, inverse).map_err(|d| shape_err(t, d))
+fn permutation(t: &TensorInfo, n_head: u64, inverse: bool, prefix: Option<u64>) -> Result<Vec<usize>> {
+    let all = t.shape.first().copied().unwrap_or(0);
+    let n = prefix.unwrap_or(all);
+    if n > all {
+        return Err(shape_err(t, format!("cannot permute the first {n} of {all} rows")));
+    }
+    let mut order = row_order(n, n_head, inverse).map_err(|d| shape_err(t, d))?;
+    order.extend(n as usize..all as usize);
+    Ok(order)
 }
 
 /// [`permutation`] of `rows` rows; the error says why the rows cannot be permuted.
-pub(crate) fn row_order(rows: u64, n_head: u64, inverse: bool) -> std::result::Result<Vec<usize>, String> {
+pub fn row_order(rows: u64, n_head: u64, inverse: bool) -> std::result::Result<Vec<usize>, String> {
     if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
         return Err(format!("{rows} rows cannot be permuted as {n_head} heads of 2×half rows"));
     }

@@ -78,6 +78,14 @@ pub const TABLE: &[Hardware] = &[
         layouts: &[Gguf],
         fp8_note: "llama.cpp has no FP8 weight type; use ggml types (Q8_0, Q6_K, Q4_K…)",
     },
+    Hardware {
+        key: "reference",
+        name: "recast's reference engine (recast golden / validate on CPU)",
+        fp8: &[E4M3Fn, E5M2, E4M3Fnuz],
+        int_bits: &[4, 8],
+        layouts: &[Hf, Gguf, CompressedTensors, DeepseekFp8, Ascend],
+        fp8_note: "",
+    },
 ];
 
 pub fn find(key: &str) -> Option<&'static Hardware> {
@@ -99,6 +107,13 @@ pub fn check(r: &Recipe) -> Result<()> {
     if !hw.layouts.contains(&r.layout) {
         let ok: Vec<&str> = hw.layouts.iter().map(|l| l.name()).collect();
         return Err(refuse(format!("layout {}", r.layout.name()), format!("its runtimes load {}", ok.join(", "))));
+    }
+    if r.low_rank_kv.is_some() && hw.key != "reference" {
+        return Err(refuse(
+            "low-rank KV layers (kv_a_proj/kv_b_proj in a llama-family model)".into(),
+            "no runtime of this target loads them yet; use `hardware: reference` (recast golden / validate run them)"
+                .into(),
+        ));
     }
     if let Some(kv) = &r.kv_cache {
         if !hw.fp8.contains(&kv.format) {
@@ -136,6 +151,9 @@ fn check_layout_scheme(r: &Recipe, i: usize, s: &Scheme) -> Result<()> {
     let bad = |why: &str| Err(Error::recipe(&r.name, format!("rule {}: {} {why}", i + 1, s.label())));
     match (r.layout, s) {
         (_, Scheme::Keep | Scheme::Float { .. }) => Ok(()),
+        (Hf, _) => bad(
+            "is quantized; the hf layout stores float tensors (use compressed-tensors, gguf, … for quantized weights)",
+        ),
         (Gguf, Scheme::Ggml { .. }) => Ok(()),
         (Gguf, _) => bad("cannot be stored in GGUF; use a ggml type (`type: ggml, format: Q8_0`)"),
         (_, Scheme::Ggml { .. }) => bad(&format!("is a GGUF type; the {} layout cannot store it", r.layout.name())),

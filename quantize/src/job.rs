@@ -14,6 +14,7 @@ use crate::codec::stats::{self, ErrorStats};
 use crate::error::{Error, Result};
 use crate::layout::gguf_mix::{self, Mixer, ModelFacts};
 use crate::layout::{self, ascend, compressed_tensors, deepseek_fp8, Encoding, OutSpec};
+use crate::lowrank_kv::{self, KvPlan, LayerFactors};
 use crate::recipe::{Activations, FloatDtype, Indivisible, LayoutKind, Recipe, Scheme, Strategy};
 use recast_convert::atomic::{self, Sink};
 use recast_convert::gguf::{self, Value};
@@ -33,6 +34,19 @@ use std::path::{Path, PathBuf};
 pub struct Options {
     /// safetensors layouts: bytes of tensor data per shard.
     pub max_shard_size: Option<u64>,
+    /// Calibration statistics for the recipe's `low_rank_kv` step (overrides the recipe's).
+    pub calibration: Option<PathBuf>,
+}
+
+/// Which low-rank KV tensor a planned weight is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvTensor {
+    /// `kv_a_proj.weight` (`attn_kv_a.weight`): the latent's down-projection.
+    Down,
+    /// `kv_b_proj.weight` (`attn_kv_b.weight`): keys and values from the latent.
+    Up,
+    /// `kv_b_proj.bias` (`attn_kv_b.bias`).
+    Bias,
 }
 
 /// One source weight and how it is written.
@@ -41,7 +55,11 @@ pub struct WeightPlan {
     /// Name in the output's naming (GGUF or Hugging Face).
     pub name: String,
     pub shape: Vec<u64>,
+    /// How the base conversion produces it; for low-rank KV tensors, the layer's key
+    /// projection (its dtype and inputs), the values coming from `low_rank`.
     pub source: OutTensor,
+    /// A tensor of the `low_rank_kv` step: (layer, which).
+    pub low_rank: Option<(usize, KvTensor)>,
     pub encoding: Encoding,
     /// The scheme's label (`Q4_K`, `fp8-e4m3fn-block128x128`, `bf16`…).
     pub scheme: String,
@@ -83,6 +101,8 @@ pub struct QuantPlan {
     pub out: PathBuf,
     pub layout: FileLayout,
     pub side_files: Vec<(String, Vec<u8>)>,
+    /// The recipe's `low_rank_kv` step, resolved.
+    pub low_rank: Option<KvPlan>,
     /// Output tensor (in file order of the layout's tensor list) → (weight, output index).
     slots: Vec<(usize, usize)>,
 }
@@ -256,7 +276,30 @@ fn base(ck: &Checkpoint, out: &Path, layout: LayoutKind) -> Result<Base> {
 /// Plans quantizing `ck` with `recipe` into `out` (a file for GGUF, else a directory).
 pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Result<QuantPlan> {
     let layout_kind = recipe.layout;
-    let (outputs, meta, mut side_files, config) = base(ck, out, layout_kind)?;
+    let (mut outputs, mut meta, mut side_files, config) = base(ck, out, layout_kind)?;
+    let low_rank = match &recipe.low_rank_kv {
+        Some(spec) => {
+            let kv = lowrank_kv::plan(ck, &config, spec, opts.calibration.as_deref(), layout_kind == LayoutKind::Gguf)?;
+            outputs = low_rank_outputs(outputs, &kv, layout_kind);
+            if let Some(m) = meta.as_mut() {
+                m.set(lowrank_kv::GGUF_KEY, Value::String(kv.extension().to_string()));
+            }
+            Some(kv)
+        }
+        None if opts.calibration.is_some() => {
+            return Err(Error::recipe(
+                &recipe.name,
+                "--calibration was given, but the recipe has no `low_rank_kv` step",
+            ))
+        }
+        None => None,
+    };
+    let low_rank_of: HashMap<String, (usize, KvTensor)> = match &low_rank {
+        Some(_) => {
+            outputs.iter().filter_map(|o| low_rank_tensor(&o.name, layout_kind).map(|t| (o.name.clone(), t))).collect()
+        }
+        None => HashMap::new(),
+    };
     let model = match layout_kind {
         LayoutKind::Gguf => DType::F32,
         _ => cjob::source_float(ck),
@@ -367,6 +410,7 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
         weights.push(WeightPlan {
             name: o.name.clone(),
             shape: o.shape.clone(),
+            low_rank: low_rank_of.get(&o.name).copied(),
             source: o,
             encoding,
             scheme,
@@ -381,7 +425,7 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
             warnings.push(format!("rule {} (targets {}) matched no tensor", i + 1, targets.join(", ")));
         }
     }
-    if !weights.iter().any(WeightPlan::quantized) {
+    if !weights.iter().any(WeightPlan::quantized) && layout_kind != LayoutKind::Hf {
         warnings.push("no tensor is quantized by this recipe".into());
     }
 
@@ -431,7 +475,7 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
         }
     };
     if layout_kind != LayoutKind::Gguf {
-        side_files = hf_side_files(recipe, side_files, &weights, model)?;
+        side_files = hf_side_files(recipe, side_files, &weights, model, low_rank.as_ref())?;
     }
     Ok(QuantPlan {
         recipe: recipe.clone(),
@@ -443,8 +487,82 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
         out: out.to_path_buf(),
         layout,
         side_files,
+        low_rank,
         slots,
     })
+}
+
+/// Output names of layer `l`'s low-rank KV tensors in a layout's naming.
+fn low_rank_names(l: usize, layout: LayoutKind) -> [(String, KvTensor); 3] {
+    if layout == LayoutKind::Gguf {
+        [
+            (format!("blk.{l}.attn_kv_a.weight"), KvTensor::Down),
+            (format!("blk.{l}.attn_kv_b.weight"), KvTensor::Up),
+            (format!("blk.{l}.attn_kv_b.bias"), KvTensor::Bias),
+        ]
+    } else {
+        let p = format!("model.layers.{l}.self_attn");
+        [
+            (format!("{p}.kv_a_proj.weight"), KvTensor::Down),
+            (format!("{p}.kv_b_proj.weight"), KvTensor::Up),
+            (format!("{p}.kv_b_proj.bias"), KvTensor::Bias),
+        ]
+    }
+}
+
+/// Which low-rank KV tensor `name` is, with its layer.
+fn low_rank_tensor(name: &str, layout: LayoutKind) -> Option<(usize, KvTensor)> {
+    let (prefix, rest) = if layout == LayoutKind::Gguf {
+        (name.strip_prefix("blk.")?, ["attn_kv_a.weight", "attn_kv_b.weight", "attn_kv_b.bias"])
+    } else {
+        (
+            name.strip_prefix("model.layers.")?,
+            ["self_attn.kv_a_proj.weight", "self_attn.kv_b_proj.weight", "self_attn.kv_b_proj.bias"],
+        )
+    };
+    let (l, tail) = prefix.split_once('.')?;
+    let which = [KvTensor::Down, KvTensor::Up, KvTensor::Bias];
+    let i = rest.iter().position(|r| *r == tail)?;
+    Some((l.parse().ok()?, which[i]))
+}
+
+/// The base outputs with every layer's k/v projections (weights and biases) replaced by the
+/// low-rank tensors, in file order.
+fn low_rank_outputs(outputs: Vec<OutTensor>, kv: &KvPlan, layout: LayoutKind) -> Vec<OutTensor> {
+    let replaced = |name: &str| -> bool {
+        let (prefix, tails): (&str, &[&str]) = if layout == LayoutKind::Gguf {
+            ("blk.", &["attn_k.weight", "attn_k.bias", "attn_v.weight", "attn_v.bias"])
+        } else {
+            (
+                "model.layers.",
+                &[
+                    "self_attn.k_proj.weight",
+                    "self_attn.k_proj.bias",
+                    "self_attn.v_proj.weight",
+                    "self_attn.v_proj.bias",
+                ],
+            )
+        };
+        name.strip_prefix(prefix)
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(l, t)| l.parse::<usize>().is_ok_and(|l| l < kv.ranks.len()) && tails.contains(&t))
+    };
+    let mut out: Vec<OutTensor> = outputs.into_iter().filter(|o| !replaced(&o.name)).collect();
+    let (m, d) = (kv.source.width() as u64, kv.source.d as u64);
+    let has_bias = kv.source.has_bias();
+    for (l, &r) in kv.ranks.iter().enumerate() {
+        for (name, which) in low_rank_names(l, layout) {
+            let shape = match which {
+                KvTensor::Down => vec![r as u64, d],
+                KvTensor::Up => vec![m, r as u64],
+                KvTensor::Bias if has_bias => vec![m],
+                KvTensor::Bias => continue,
+            };
+            out.push(OutTensor { name, shape, dtype: DType::F32, op: kv.source.key_op(l).clone() });
+        }
+    }
+    recast_convert::mapping::sort_outputs(&mut out);
+    out
 }
 
 /// `general.file_type` without a preset: the type holding most quantized parameters.
@@ -480,6 +598,7 @@ fn hf_side_files(
     files: Vec<(String, Vec<u8>)>,
     weights: &[WeightPlan],
     model: DType,
+    low_rank: Option<&KvPlan>,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for (name, bytes) in files {
@@ -492,6 +611,9 @@ fn hf_side_files(
         let obj = cfg.as_object_mut().ok_or_else(|| Error::Unsupported("config.json is not an object".into()))?;
         obj.remove("quantization_config");
         obj.insert("dtype".into(), json!(torch_name(model)));
+        if let Some(kv) = low_rank {
+            obj.insert("low_rank_kv".into(), kv.extension());
+        }
         match r.layout {
             LayoutKind::DeepseekFp8 => {
                 let block = weights
@@ -524,7 +646,7 @@ fn hf_side_files(
                 let q = compressed_tensors::quantization_config(&groups, &dense_linear, r.kv_cache.as_ref());
                 obj.insert("quantization_config".into(), q);
             }
-            LayoutKind::Ascend | LayoutKind::Gguf => {}
+            LayoutKind::Ascend | LayoutKind::Gguf | LayoutKind::Hf => {}
         }
         out.push((name, json_bytes(&cfg)));
     }
@@ -649,9 +771,13 @@ pub fn execute_files(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<EncodedWeight>>(1);
         let weights = &plan.weights;
         let order = &order;
+        let low_rank = plan.low_rank.as_ref();
         scope.spawn(move || {
+            // The factors of the layer being written: its two or three tensors come from one
+            // decomposition.
+            let mut factors: Option<LayerFactors> = None;
             for &w in order {
-                let r = encode_weight(ck, layout_kind, &weights[w]).map(|(t, rep)| (w, t, rep));
+                let r = encode_weight(ck, layout_kind, &weights[w], low_rank, &mut factors).map(|(t, rep)| (w, t, rep));
                 let failed = r.is_err();
                 // A closed channel means the writer stopped (its error is reported there).
                 if tx.send(r).is_err() || failed {
@@ -726,25 +852,45 @@ fn to_convert(e: Error) -> recast_convert::Error {
     }
 }
 
-fn encode_weight(ck: &Checkpoint, layout_kind: LayoutKind, wp: &WeightPlan) -> Result<(Vec<Vec<u8>>, WeightReport)> {
+fn encode_weight(
+    ck: &Checkpoint,
+    layout_kind: LayoutKind,
+    wp: &WeightPlan,
+    low_rank: Option<&KvPlan>,
+    factors: &mut Option<LayerFactors>,
+) -> Result<(Vec<Vec<u8>>, WeightReport)> {
     // An F32 source tensor copied unchanged is read in place from the mapped file.
     let owned: Vec<f32>;
-    let w: &[f32] = match &wp.source.op {
-        Op::Copy(i) if ck.tensors[*i].storage == Storage::Dense(DType::F32) => {
-            match bytemuck::try_cast_slice(ck.bytes(&ck.tensors[*i])) {
-                Ok(w) => w,
-                Err(_) => {
-                    owned = bytemuck::pod_collect_to_vec(ck.bytes(&ck.tensors[*i]));
-                    &owned
-                }
+    let w: &[f32] = match (&wp.source.op, wp.low_rank) {
+        (_, Some((l, which))) => {
+            let kv = low_rank.expect("low-rank tensors come with the step's plan");
+            if factors.as_ref().is_none_or(|f| f.layer != l) {
+                *factors = Some(kv.factors(ck, l)?);
+            }
+            let f = factors.as_ref().expect("just computed");
+            match which {
+                KvTensor::Down => &f.factors.down,
+                KvTensor::Up => &f.factors.up,
+                KvTensor::Bias => f.bias.as_deref().expect("a bias is planned only when the model has one"),
             }
         }
-        op => {
-            let mut bytes = Vec::new();
-            transform::materialize(ck, op, DType::F32, &mut bytes)?;
-            owned = bytemuck::pod_collect_to_vec(&bytes);
-            &owned
-        }
+        (op, None) => match op {
+            Op::Copy(i) if ck.tensors[*i].storage == Storage::Dense(DType::F32) => {
+                match bytemuck::try_cast_slice(ck.bytes(&ck.tensors[*i])) {
+                    Ok(w) => w,
+                    Err(_) => {
+                        owned = bytemuck::pod_collect_to_vec(ck.bytes(&ck.tensors[*i]));
+                        &owned
+                    }
+                }
+            }
+            op => {
+                let mut bytes = Vec::new();
+                transform::materialize(ck, op, DType::F32, &mut bytes)?;
+                owned = bytemuck::pod_collect_to_vec(&bytes);
+                &owned
+            }
+        },
     };
     if wp.quantized() {
         if let Some((i, v)) = stats::first_non_finite(w) {
@@ -867,6 +1013,7 @@ pub fn manifest(
             "bits_per_weight": total_bytes as f64 * 8.0 / plan.total_params().max(1) as f64,
         },
         "warnings": plan.warnings,
+        "low_rank_kv": plan.low_rank.as_ref().map(KvPlan::extension),
         "tensors": reports,
         "files": files.iter().map(|(n, s, h)| json!({"name": n, "bytes": s, "sha256": h})).collect::<Vec<_>>(),
         "validation": null,

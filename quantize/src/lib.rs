@@ -14,6 +14,7 @@ pub mod hardware;
 pub mod job;
 pub mod layout;
 pub mod lowrank;
+pub mod lowrank_kv;
 pub mod recipe;
 
 pub use error::{Error, Result};

@@ -184,9 +184,11 @@ pub fn select_ranks(spectra: &[Vec<f64>], width: usize, rule: RankRule) -> Resul
                 r => Ok(r),
             })
             .collect(),
+        // A fraction of the KV width, capped at the full rank min(m, d), which is already exact
+        // (when m > d, ratio 1.0 caches d values per token, fewer than the keys and values).
         RankRule::Ratio(f) => {
             let r = ((f * width as f64).round() as usize).max(1);
-            select_ranks(spectra, width, RankRule::Rank(r))
+            Ok(spectra.iter().map(|s| r.min(max_of(s))).collect())
         }
         RankRule::Energy(e) => Ok(spectra
             .iter()
@@ -357,6 +359,9 @@ mod tests {
         assert_eq!(select_ranks(&spectra, 4, RankRule::Rank(2)).unwrap(), vec![2, 2]);
         assert_eq!(select_ranks(&spectra, 4, RankRule::Ratio(0.5)).unwrap(), vec![2, 2]);
         assert_eq!(select_ranks(&spectra, 4, RankRule::Ratio(1.0)).unwrap(), vec![4, 4]);
+        // Width 8 over 4 input dimensions: full rank is 4, so ratio 1.0 and 0.5 are both exact.
+        assert_eq!(select_ranks(&spectra, 8, RankRule::Ratio(1.0)).unwrap(), vec![4, 4]);
+        assert_eq!(select_ranks(&spectra, 8, RankRule::Ratio(0.25)).unwrap(), vec![2, 2]);
         assert!(select_ranks(&spectra, 4, RankRule::Rank(5)).is_err());
         // σ² = 100 of 101.01 is 99.0 % of layer 0's energy; layer 1 needs all four.
         assert_eq!(select_ranks(&spectra, 4, RankRule::Energy(0.99)).unwrap(), vec![1, 4]);

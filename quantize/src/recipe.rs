@@ -32,6 +32,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("cpu-gguf-q6_k", include_str!("../../recipes/cpu-gguf-q6_k.yaml")),
     ("cpu-gguf-q8_0", include_str!("../../recipes/cpu-gguf-q8_0.yaml")),
     ("deepseek-fp8-block", include_str!("../../recipes/deepseek-fp8-block.yaml")),
+    ("low-rank-kv-50", include_str!("../../recipes/low-rank-kv-50.yaml")),
+    ("low-rank-kv-full", include_str!("../../recipes/low-rank-kv-full.yaml")),
     ("nvidia-h100-fp8-block", include_str!("../../recipes/nvidia-h100-fp8-block.yaml")),
     ("nvidia-h100-fp8-channel", include_str!("../../recipes/nvidia-h100-fp8-channel.yaml")),
     ("vllm-w4a16-g128", include_str!("../../recipes/vllm-w4a16-g128.yaml")),
@@ -50,6 +52,8 @@ pub enum LayoutKind {
     CompressedTensors,
     /// Huawei msModelSlim layout (MindIE, vllm-ascend).
     Ascend,
+    /// Plain Hugging Face safetensors, float tensors only (transformers, recast's engine).
+    Hf,
 }
 
 impl LayoutKind {
@@ -59,6 +63,7 @@ impl LayoutKind {
             LayoutKind::DeepseekFp8 => "deepseek-fp8",
             LayoutKind::CompressedTensors => "compressed-tensors",
             LayoutKind::Ascend => "ascend",
+            LayoutKind::Hf => "hf",
         }
     }
 }
@@ -317,6 +322,100 @@ pub struct KvCache {
     pub format: Fp8Format,
 }
 
+/// How many latent dimensions a low-rank KV layer keeps (exactly one key in the YAML).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum KvRank {
+    /// The same rank in every layer.
+    Rank(usize),
+    /// A fraction of the original KV width 2·n_kv·head_dim in every layer (1.0: exact).
+    Ratio(f64),
+    /// Per layer, the smallest rank keeping this fraction of the spectrum's energy.
+    Energy(f64),
+    /// A fraction of the model's original KV bytes per token, spread over the layers by their
+    /// spectra.
+    Budget(f64),
+}
+
+/// Where the calibration statistics of a low-rank KV recipe come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Calibration {
+    /// Plain joint SVD (no statistics).
+    None,
+    /// The recipe needs statistics given on the command line (`--calibration STATS`).
+    Required,
+    /// A statistics file from `recast calibrate` (relative paths: to the recipe file).
+    Path(PathBuf),
+}
+
+impl Serialize for Calibration {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Calibration::None => s.serialize_none(),
+            Calibration::Required => s.serialize_str("required"),
+            Calibration::Path(p) => s.serialize_str(&p.display().to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Calibration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match Option::<String>::deserialize(d)? {
+            None => Calibration::None,
+            Some(s) if s == "required" => Calibration::Required,
+            Some(s) if s.is_empty() => return Err(serde::de::Error::custom("calibration: empty path")),
+            Some(s) => Calibration::Path(PathBuf::from(s)),
+        })
+    }
+}
+
+/// `low_rank_kv:`: factor each layer's key and value projections jointly into a latent
+/// (docs/low-rank-kv.md). Weight rules then apply to the new `kv_a_proj`/`kv_b_proj`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LowRankKv {
+    #[serde(flatten)]
+    pub rank: KvRank,
+    #[serde(default = "no_calibration", skip_serializing_if = "is_no_calibration")]
+    pub calibration: Calibration,
+}
+
+fn no_calibration() -> Calibration {
+    Calibration::None
+}
+
+fn is_no_calibration(c: &Calibration) -> bool {
+    *c == Calibration::None
+}
+
+impl LowRankKv {
+    /// Checks the numbers (what a shape-independent check can say).
+    fn check(&self) -> std::result::Result<(), String> {
+        match self.rank {
+            KvRank::Rank(0) => Err("low_rank_kv: rank must be at least 1".into()),
+            KvRank::Ratio(f) | KvRank::Budget(f) if !(f > 0.0 && f <= 1.0) => {
+                Err(format!("low_rank_kv: {f} is not a fraction in (0, 1]"))
+            }
+            KvRank::Energy(e) if !(e > 0.0 && e <= 1.0) => Err(format!("low_rank_kv: energy {e} is not in (0, 1]")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A short label: `ratio 0.5, calibrated`.
+    pub fn label(&self) -> String {
+        let r = match self.rank {
+            KvRank::Rank(r) => format!("rank {r}"),
+            KvRank::Ratio(f) => format!("ratio {f}"),
+            KvRank::Energy(e) => format!("energy {e}"),
+            KvRank::Budget(b) => format!("budget {b}"),
+        };
+        match self.calibration {
+            Calibration::None => format!("{r}, plain SVD"),
+            _ => format!("{r}, calibration-aware SVD"),
+        }
+    }
+}
+
 /// Pass/fail thresholds for `recast validate` and pipelines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +463,7 @@ struct RecipeFile {
     ignore: Vec<Pattern>,
     on_indivisible: Option<Indivisible>,
     kv_cache: Option<KvCache>,
+    low_rank_kv: Option<LowRankKv>,
     validation: Option<Thresholds>,
 }
 
@@ -383,6 +483,8 @@ pub struct Recipe {
     pub on_indivisible: Indivisible,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_cache: Option<KvCache>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_rank_kv: Option<LowRankKv>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<Thresholds>,
 }
@@ -437,7 +539,15 @@ fn load_chain(spec: &str, base: Option<&Path>, chain: &mut Vec<String>) -> Resul
         return Err(Error::recipe(&label, format!("`extends` forms a cycle: {} → {label}", chain.join(" → "))));
     }
     chain.push(label.clone());
-    let file = parse(&label, &text)?;
+    let mut file = parse(&label, &text)?;
+    // A calibration path in a recipe file is relative to that file.
+    if let (Some(kv), Some(dir)) = (file.low_rank_kv.as_mut(), dir.as_deref()) {
+        if let Calibration::Path(p) = &kv.calibration {
+            if p.is_relative() {
+                kv.calibration = Calibration::Path(dir.join(p));
+            }
+        }
+    }
     apply_extends(&label, file, dir.as_deref(), chain)
 }
 
@@ -465,6 +575,7 @@ fn apply_extends(label: &str, mut file: RecipeFile, dir: Option<&Path>, chain: &
         ignore,
         on_indivisible: file.on_indivisible.or(parent.on_indivisible),
         kv_cache: file.kv_cache.or(parent.kv_cache),
+        low_rank_kv: file.low_rank_kv.or(parent.low_rank_kv),
         validation: file.validation.or(parent.validation),
     })
 }
@@ -509,6 +620,9 @@ fn resolve(label: &str, f: RecipeFile) -> Result<Recipe> {
     if layout == LayoutKind::Gguf && f.preset.is_none() && f.rules.is_empty() {
         return Err(Error::recipe(&name, "a gguf recipe needs a `preset` or at least one rule"));
     }
+    if let Some(kv) = &f.low_rank_kv {
+        kv.check().map_err(|e| Error::recipe(&name, e))?;
+    }
     let recipe = Recipe {
         description: f.description.unwrap_or_default(),
         target,
@@ -519,6 +633,7 @@ fn resolve(label: &str, f: RecipeFile) -> Result<Recipe> {
         ignore: f.ignore,
         on_indivisible: f.on_indivisible.unwrap_or_default(),
         kv_cache: f.kv_cache,
+        low_rank_kv: f.low_rank_kv,
         validation: f.validation,
         name,
     };

@@ -98,8 +98,12 @@ fn op_label(op: &recast_convert::transform::Op) -> String {
     use recast_convert::transform::Op;
     match op {
         Op::Copy(_) => "copy".into(),
-        Op::PermuteRows { n_head, .. } => format!("permute q/k rows ({n_head} heads)"),
-        Op::UnpermuteRows { n_head, .. } => format!("unpermute q/k rows ({n_head} heads)"),
+        Op::PermuteRows { n_head, rows: None, .. } => format!("permute q/k rows ({n_head} heads)"),
+        Op::PermuteRows { n_head, rows: Some(r), .. } => format!("permute the first {r} (key) rows ({n_head} heads)"),
+        Op::UnpermuteRows { n_head, rows: None, .. } => format!("unpermute q/k rows ({n_head} heads)"),
+        Op::UnpermuteRows { n_head, rows: Some(r), .. } => {
+            format!("unpermute the first {r} (key) rows ({n_head} heads)")
+        }
         Op::Stack(v) => format!("stack {} experts", v.len()),
         Op::Unstack { index, .. } => format!("expert {index} of stack"),
         Op::SplitKvB { part, .. } => format!("kv_b_proj {:?} part", part),

@@ -74,13 +74,13 @@ pub fn load_tokenizer(ck: &Checkpoint) -> Result<Option<ModelTokenizer>> {
     Ok(Some(ModelTokenizer { tokenizer, source }))
 }
 
-enum Prompt {
+pub enum Prompt {
     Text(String),
     Tokens(Vec<u32>),
 }
 
 /// Reads the JSONL prompt file; blank lines are skipped.
-fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
+pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -108,7 +108,7 @@ fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
     Ok(out)
 }
 
-fn tokenize(
+pub fn tokenize(
     prompts: &[Prompt],
     tok: Option<&ModelTokenizer>,
     max: Option<usize>,
@@ -139,7 +139,7 @@ fn tokenize(
     Ok(out)
 }
 
-fn file_name(p: &Path) -> String {
+pub fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand: parse arguments, call the libraries, format output.
 
+pub mod calibrate;
 pub mod convert;
 pub mod golden;
 pub mod inspect;

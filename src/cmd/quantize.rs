@@ -24,6 +24,9 @@ pub struct Args {
     /// Split safetensors output into shards of at most this much tensor data (e.g. 5GB).
     #[arg(long, value_parser = parse_size)]
     max_shard_size: Option<u64>,
+    /// Calibration statistics (`recast calibrate`) for the recipe's low_rank_kv step.
+    #[arg(long, value_name = "STATS")]
+    calibration: Option<PathBuf>,
     /// Print the per-tensor plan (scheme, output dtypes, bytes, bits per weight) and write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -97,9 +100,60 @@ pub fn render_plan(plan: &QuantPlan) -> String {
     for (s, (n, b)) in by {
         writeln!(o, "  {s:<sw$}  {n:>12} parameters  {:>10}", human(b)).unwrap();
     }
+    if let Some(kv) = &plan.low_rank {
+        o.push_str(&render_low_rank(plan, kv));
+    }
     for w in &plan.warnings {
         writeln!(o, "warning: {w}").unwrap();
     }
+    o
+}
+
+/// Bytes one cached key/value element takes in the target runtime: 1 with an FP8 KV cache,
+/// else 2 (runtimes cache in f16/bf16).
+fn kv_value_bytes(plan: &QuantPlan) -> u64 {
+    if plan.recipe.kv_cache.is_some() {
+        1
+    } else {
+        2
+    }
+}
+
+/// The low-rank KV step: rank and KV-cache bytes per token per layer, before and after.
+fn render_low_rank(plan: &QuantPlan, kv: &recast_quantize::lowrank_kv::KvPlan) -> String {
+    let mut o = String::new();
+    let b = kv_value_bytes(plan);
+    let width = kv.source.width() as u64;
+    writeln!(o, "\nlow-rank KV   {} ({})", kv.spec.label(), kv.method()).unwrap();
+    if let Some(s) = &kv.stats {
+        writeln!(
+            o,
+            "calibration   {} ({} tokens, model fingerprint matches)",
+            crate::cmd::golden::file_name(&s.path),
+            s.meta.tokens
+        )
+        .unwrap();
+    }
+    writeln!(
+        o,
+        "              KV width 2·n_kv·head_dim = {width}, hidden {}; {b} byte(s) per cached value",
+        kv.source.d
+    )
+    .unwrap();
+    writeln!(o, "{:>5}  {:>6}  {:>14}  {:>14}", "layer", "rank", "before B/token", "after B/token").unwrap();
+    for (l, &r) in kv.ranks.iter().enumerate() {
+        writeln!(o, "{l:>5}  {r:>6}  {:>14}  {:>14}", width * b, r as u64 * b).unwrap();
+    }
+    let (before, after) = kv.cache_values();
+    writeln!(
+        o,
+        "{:>5}  {after:>6}  {:>14}  {:>14}  ({:.1} % of the KV cache)",
+        "total",
+        before * b,
+        after * b,
+        100.0 * after as f64 / before.max(1) as f64
+    )
+    .unwrap();
     o
 }
 
@@ -114,6 +168,13 @@ fn plan_json(plan: &QuantPlan) -> serde_json::Value {
         "total_bytes": plan.total_bytes(),
         "parameters": plan.total_params(),
         "warnings": plan.warnings,
+        "low_rank_kv": plan.low_rank.as_ref().map(|kv| {
+            let (before, after) = kv.cache_values();
+            let b = kv_value_bytes(plan);
+            let mut e = kv.extension();
+            e["kv_bytes_per_token"] = serde_json::json!({"before": before * b, "after": after * b, "bytes_per_value": b});
+            e
+        }),
         "tensors": plan.weights.iter().map(|w| serde_json::json!({
             "name": w.name,
             "scheme": w.scheme,
@@ -146,7 +207,7 @@ fn summary(plan: &QuantPlan, reports: &[WeightReport]) -> String {
 pub fn run(a: Args) -> Result<ExitCode> {
     let recipe = Recipe::load(&a.recipe)?;
     let ck = Checkpoint::open(&a.input)?;
-    let opts = job::Options { max_shard_size: a.max_shard_size };
+    let opts = job::Options { max_shard_size: a.max_shard_size, calibration: a.calibration.clone() };
     let plan = job::plan(&ck, &recipe, &a.output, &opts)
         .with_context(|| format!("planning {} with recipe {}", a.input.display(), recipe.name))?;
     if a.dry_run {

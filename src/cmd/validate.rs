@@ -206,6 +206,26 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(if out.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// What the candidate's KV cache takes per token (at 2 bytes per cached value), and how that
+/// compares with full keys and values (low-rank KV and MLA layers cache less).
+fn kv_cache_line(engine: &Engine) -> String {
+    let c = &engine.config;
+    let values: u64 = engine.kv_values_per_token().iter().sum();
+    let full = 2 * c.num_key_value_heads * c.head_dim * c.num_hidden_layers;
+    let what = if c.mla.is_some() {
+        "MLA latent + RoPE key".to_string()
+    } else if values != full {
+        format!("low-rank KV latent, {:.1} % of full keys and values", 100.0 * values as f64 / full.max(1) as f64)
+    } else {
+        "full keys and values".to_string()
+    };
+    format!(
+        "KV cache: {values} values per token over {} layers ({} bytes per token at 2 bytes per value; {what})",
+        c.num_hidden_layers,
+        2 * values
+    )
+}
+
 /// Runs a candidate model on the golden tokens after checking it is the same model and tokenizer.
 fn run_model<'c>(
     g: &Golden,
@@ -223,6 +243,7 @@ fn run_model<'c>(
         Some(_) => "model shape fingerprint matches".to_string(),
         None => "model not checked: the golden records no model fingerprint".to_string(),
     });
+    checks.push(kv_cache_line(&engine));
     let tok = load_tokenizer(ck)?;
     checks.push(check_tokenizer(g, &tok, "the candidate model")?);
     let rows = engine.forward(&g.tokens).with_context(|| format!("running {}", ck.path.display()))?;

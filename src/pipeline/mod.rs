@@ -165,6 +165,17 @@ fn assign_shards(bytes: &[u64], n: usize) -> Vec<usize> {
     shard
 }
 
+/// What a target's files depend on in its low-rank KV step beyond the recipe: the ranks and
+/// the calibration statistics (their model fingerprint, token count and path).
+fn low_rank_identity(kv: &recast_quantize::lowrank_kv::KvPlan) -> String {
+    let stats = kv.stats.as_ref().and_then(|s| {
+        let m = std::fs::metadata(&s.path).ok()?;
+        let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        Some(format!("{} {} {mtime}", s.path.display(), m.len()))
+    });
+    format!("{} {}", kv.extension(), stats.unwrap_or_default())
+}
+
 fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<Work<'a>> {
     let root = p.out.clone();
     let work = root.join(WORK_DIR);
@@ -175,7 +186,7 @@ fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<W
     for (ti, t) in p.targets.iter().enumerate() {
         let gguf = t.recipe.layout == recast_quantize::recipe::LayoutKind::Gguf;
         let out = plan_out(&staging(&work, &t.name), &t.name, gguf);
-        let opts = job::Options { max_shard_size: t.max_shard_size };
+        let opts = job::Options { max_shard_size: t.max_shard_size, calibration: t.calibration.clone() };
         let plan = job::plan(ck, &t.recipe, &out, &opts).with_context(|| {
             format!("target '{}': planning {} with recipe {}", t.name, p.source.display(), t.recipe.name)
         })?;
@@ -185,6 +196,8 @@ fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<W
             t.name.as_bytes(),
             plan.recipe.hash().as_bytes(),
             format!("{:?}", t.max_shard_size).as_bytes(),
+            // Statistics are identified by the model they were collected on and their size.
+            plan.low_rank.as_ref().map_or(String::new(), low_rank_identity).as_bytes(),
         ]);
         for (fi, (name, bytes)) in job::weight_files(&plan).into_iter().enumerate() {
             let fingerprint = sha(&[fp.as_bytes(), name.as_bytes(), &bytes.to_le_bytes()]);

@@ -44,6 +44,9 @@ struct TargetFile {
     recipe: String,
     #[serde(default)]
     max_shard_size: Option<String>,
+    /// Calibration statistics for a `low_rank_kv` recipe (`recast calibrate`).
+    #[serde(default)]
+    calibration: Option<PathBuf>,
     #[serde(default)]
     validation: Option<ThresholdsFile>,
 }
@@ -72,6 +75,8 @@ pub struct Target {
     pub name: String,
     pub recipe: Recipe,
     pub max_shard_size: Option<u64>,
+    /// Calibration statistics for the recipe's `low_rank_kv` step.
+    pub calibration: Option<PathBuf>,
     pub thresholds: Thresholds,
 }
 
@@ -162,7 +167,11 @@ impl Pipeline {
             if let Some(k) = thresholds.min_top1.filter(|k| !(0.0..=1.0).contains(k)) {
                 bail!("{}", ctx(format!("min_top1 must be a fraction in [0, 1], found {k}")));
             }
-            targets.push(Target { name: t.name, recipe, max_shard_size, thresholds });
+            let calibration = t.calibration.map(at);
+            if calibration.is_some() && recipe.low_rank_kv.is_none() {
+                bail!("{}", ctx(format!("`calibration` is for low_rank_kv recipes; recipe {} has none", recipe.name)));
+            }
+            targets.push(Target { name: t.name, recipe, max_shard_size, calibration, thresholds });
         }
         Ok(Pipeline { name, file: path.to_path_buf(), source, out, golden, targets })
     }

@@ -47,15 +47,24 @@ impl<'a> Engine<'a> {
     /// Logits `[seq, vocab]` (row-major) for each token sequence. Each layer's weights are
     /// decoded once for the whole batch and dropped before the next layer.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.forward_observed(batch, None)
+    }
+
+    /// [`Engine::forward`], calling `observe` with each layer's attention input (llama-family
+    /// models; DeepSeek's MLA attention is not observed and is an error with an observer).
+    pub fn forward_observed(&self, batch: &[Vec<u32>], observe: Option<llama::Observer>) -> Result<Vec<Vec<f32>>> {
         if batch.iter().any(|s| s.len() as u64 > self.config.max_position_embeddings) {
             return Err(Error::Unsupported(format!(
                 "a sequence is longer than max_position_embeddings {}",
                 self.config.max_position_embeddings
             )));
         }
-        match self.config.mla {
-            None => llama::forward(&self.config, &self.weights, batch, self.par),
-            Some(_) => deepseek::forward(&self.config, &self.weights, batch, self.par),
+        match (&self.config.mla, observe) {
+            (None, observe) => llama::forward(&self.config, &self.weights, batch, self.par, observe),
+            (Some(_), None) => deepseek::forward(&self.config, &self.weights, batch, self.par),
+            (Some(_), Some(_)) => Err(Error::Unsupported(
+                "observing attention inputs of multi-head latent attention (DeepSeek) models".into(),
+            )),
         }
     }
 }

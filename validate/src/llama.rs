@@ -133,8 +133,19 @@ fn attention(cfg: &ModelConfig, w: &Weights, l: usize, h: &[f32], rope: &RopeTab
     Ok(linear(&out, n, nh * hd, &o.data, d, par))
 }
 
+/// Called with `(layer, attention input)` for each sequence at each layer: the
+/// post-`input_layernorm` hidden states `[n, hidden]` the k/v projections read (what
+/// `recast calibrate` collects statistics of).
+pub type Observer<'o> = &'o mut dyn FnMut(usize, &[f32]);
+
 /// Logits `[seq, vocab]` for each sequence, loading one layer's weights at a time.
-pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> Result<Vec<Vec<f32>>> {
+pub fn forward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    batch: &[Vec<u32>],
+    par: Par,
+    mut observe: Option<Observer>,
+) -> Result<Vec<Vec<f32>>> {
     if cfg.num_key_value_heads == 0 || !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads) {
         return Err(Error::Unsupported(format!(
             "{} attention heads do not divide into {} KV heads",
@@ -157,7 +168,11 @@ pub fn forward(cfg: &ModelConfig, w: &Weights, batch: &[Vec<u32>], par: Par) -> 
             w.get_shaped(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
         );
         for x in xs.iter_mut() {
-            let a = attention(cfg, w, l, &rms_norm(x, &ln1.data, eps), &rope, par)?;
+            let h = rms_norm(x, &ln1.data, eps);
+            if let Some(f) = observe.as_mut() {
+                f(l, &h);
+            }
+            let a = attention(cfg, w, l, &h, &rope, par)?;
             residual(x, &a);
             let m = dense_mlp(w, &format!("{p}.mlp"), &rms_norm(x, &ln2.data, eps), d, par)?;
             residual(x, &m);

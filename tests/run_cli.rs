@@ -363,3 +363,48 @@ fn json_events_are_one_object_per_line() {
     assert_eq!(fp8["verdict"]["pass"], false);
     assert_eq!(fp8["verdict"]["path"], "rejected/h100-fp8");
 }
+
+/// A low-rank KV target in a pipeline: its calibration statistics come from the target's
+/// `calibration` (relative to the pipeline file), are recorded in the manifest, and new
+/// statistics make `--resume` rewrite the target's files.
+#[test]
+fn a_low_rank_kv_target_takes_its_calibration_from_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo("tests/fixtures/tiny/smollm");
+    let prompts = repo("examples/quickstart-prompts.jsonl");
+    let calibrate = |out: &Path, p: &Path| {
+        let o = bin()
+            .args(["calibrate", src.to_str().unwrap(), "--prompts", p.to_str().unwrap(), "-o"])
+            .arg(out)
+            .output()
+            .unwrap();
+        ok(&o);
+    };
+    calibrate(&dir.path().join("stats.safetensors"), &prompts);
+    let yaml = format!(
+        "source: {}\ngolden:\n  prompts: {}\ntargets:\n  - name: kv50\n    recipe: low-rank-kv-50\n    calibration: stats.safetensors\n    validation: {{max_kld: 10.0, min_top1: 0.0}}\n",
+        src.display(),
+        prompts.display()
+    );
+    let p = dir.path().join("pipeline.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = dir.path().join("out");
+    ok(&run(&p, &out, &[], &[]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("kv50/recast-manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["low_rank_kv"]["method"], "calibrated-joint-svd", "{manifest}");
+    let before = tree(&out);
+    // Statistics from other text: the target's files are rewritten on resume.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, "{\"text\": \"A completely different calibration text about lighthouses and tides.\"}\n")
+        .unwrap();
+    calibrate(&dir.path().join("stats.safetensors"), &other);
+    ok(&run(&p, &out, &["--resume"], &[]));
+    let after = tree(&out);
+    assert_ne!(before["kv50/model.safetensors"], after["kv50/model.safetensors"]);
+    // A calibration for a recipe without the step is refused.
+    std::fs::write(&p, std::fs::read_to_string(&p).unwrap().replace("low-rank-kv-50", "cpu-gguf-q8_0")).unwrap();
+    let o = run(&p, &dir.path().join("out2"), &[], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("`calibration` is for low_rank_kv recipes"), "{}", text(&o.stderr));
+}

@@ -258,7 +258,7 @@ fn bad_inputs_exit_2_with_the_reason() {
     let o = dir.path().join("o");
     let too_big = write_recipe(dir.path(), "big", "layout: hf\nlow_rank_kv: {rank: 65}");
     let err = fails(&["quantize", s(&tiny("llama")), "-o", s(&o), "--recipe", s(&too_big)]);
-    assert!(err.contains("rank 65 is larger than the KV width") && err.contains("at most rank 64"), "{err}");
+    assert!(err.contains("rank 65 is larger than") && err.contains("at most rank 64"), "{err}");
     let err = fails(&["quantize", s(&tiny("deepseek_v2")), "-o", s(&o), "--recipe", "low-rank-kv-full"]);
     assert!(err.contains("multi-head latent attention"), "{err}");
     let err =
@@ -332,4 +332,24 @@ fn kv_cache_size_of_mla_models() {
         let per = m.kv_lora_rank + m.qk_rope_head_dim;
         assert_eq!(e.kv_values_per_token(), vec![per; e.config.num_hidden_layers as usize], "{arch}");
     }
+}
+
+/// A BF16 model: the factors are written in F32 (unless the recipe names a dtype), so full
+/// rank stays exact; the rest of the model keeps the source's BF16.
+#[test]
+fn full_rank_of_a_bf16_model_keeps_f32_factors_and_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let bf16 = dir.path().join("bf16");
+    ok(&["convert", s(&tiny("qwen2")), "-o", s(&bf16), "--dtype", "bf16"]);
+    let golden = dir.path().join("golden.safetensors");
+    ok(&["golden", s(&bf16), "-o", s(&golden), "--prompts", s(&prompts())]);
+    let full = dir.path().join("full");
+    ok(&["quantize", s(&bf16), "-o", s(&full), "--recipe", "low-rank-kv-full"]);
+    let ck = Checkpoint::open(&full).unwrap();
+    let dtype = |n: &str| ck.get(n).unwrap().storage;
+    assert_eq!(dtype("model.layers.0.self_attn.kv_b_proj.weight"), Storage::Dense(DType::F32));
+    assert_eq!(dtype("model.layers.0.self_attn.kv_b_proj.bias"), Storage::Dense(DType::F32));
+    assert_eq!(dtype("model.layers.0.self_attn.q_proj.weight"), Storage::Dense(DType::BF16));
+    let (kld, top1) = validate(&full, &golden);
+    assert!(kld <= 1e-8 && top1 == 1.0, "KLD {kld:e}, top-1 {top1}");
 }

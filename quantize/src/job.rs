@@ -334,6 +334,9 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
         };
         let keep = match layout_kind {
             LayoutKind::Gguf => DType::F32,
+            // Low-rank KV factors left unquantized stay F32 unless the recipe names a dtype:
+            // rounding both factors to a bf16 source's type would make full rank inexact.
+            _ if recipe.dtype == FloatDtype::Source && low_rank_of.contains_key(&o.name) => DType::F32,
             _ if recipe.dtype == FloatDtype::Source => source_dtype(ck, &o.op, model),
             _ => model,
         };

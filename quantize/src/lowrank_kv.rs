@@ -479,8 +479,8 @@ pub fn plan(
     }
     let ranks = lowrank::select_ranks(&spectra, m, rule).map_err(|e| match e {
         lowrank::LowRankError::RankTooLarge { rank, .. } => unsupported(format!(
-            "rank {rank} is larger than the KV width: this model's layers factor to at most rank {full} \
-             (min of 2·n_kv·head_dim = {m} and hidden size {})",
+            "rank {rank} is larger than this model's layers factor to: at most rank {full}, the min of the \
+             KV width 2·n_kv·head_dim = {m} and the hidden size {} (that rank is already exact)",
             source.d
         )),
         e => low_rank_err(e, "selecting ranks".into()),

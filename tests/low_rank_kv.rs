@@ -197,29 +197,14 @@ fn calibration_statistics_are_deterministic_checked_and_change_the_factors() {
     // Statistics of another model, or of a model with another shape, are refused.
     let other = dir.path().join("llama.safetensors");
     ok(&["calibrate", s(&tiny("llama")), "--prompts", s(&prompts()), "-o", s(&other)]);
-    let err = fails(&[
-        "quantize",
-        s(&m),
-        "-o",
-        s(&dir.path().join("x")),
-        "--recipe",
-        "low-rank-kv-50",
-        "--calibration",
-        s(&other),
-    ]);
+    let x = dir.path().join("x");
+    let half =
+        |extra: &[&str]| fails(&[&["quantize", s(&m), "-o", s(&x), "--recipe", "low-rank-kv-50"], extra].concat());
+    let err = half(&["--calibration", s(&other)]);
     assert!(err.contains("collected on another model") && err.contains("recast calibrate"), "{err}");
-    let err = fails(&["quantize", s(&m), "-o", s(&dir.path().join("x")), "--recipe", "low-rank-kv-50"]);
+    let err = half(&[]);
     assert!(err.contains("needs calibration statistics") && err.contains("--calibration"), "{err}");
-    let err = fails(&[
-        "quantize",
-        s(&m),
-        "-o",
-        s(&dir.path().join("x")),
-        "--recipe",
-        "low-rank-kv-50",
-        "--calibration",
-        s(&prompts()),
-    ]);
+    let err = half(&["--calibration", s(&prompts())]);
     assert!(err.contains("not a calibration statistics file"), "{err}");
     assert!(!dir.path().join("x").exists(), "nothing written on error");
 }

@@ -13,7 +13,8 @@ beside this script) are disjoint in topic and wording. Steps:
 1. `recast golden HF_DIR --prompts eval.jsonl` (the unmodified model's logits),
 2. `recast calibrate HF_DIR --prompts calib.jsonl` (per-layer attention-input statistics),
 3. for each KV size and method, a recipe `{layout: hf, low_rank_kv: {ratio: R[, calibration]}}`
-   through `recast quantize`, then `recast validate OUT --golden GOLDEN --json`,
+   through `recast quantize` (ranks and cache size from its manifest), then
+   `recast validate OUT --golden GOLDEN --json`,
 4. composition: low-rank KV at 50 % then Q8_0 (GGUF), beside Q8_0 alone.
 
 The plot needs matplotlib.
@@ -56,14 +57,6 @@ def recipe(work: Path, name: str, body: str) -> Path:
     return p
 
 
-def plan_kv(recast, hf, recipe_path, stats, work):
-    cmd = [recast, "quantize", hf, "-o", work / "plan-only", "--recipe", recipe_path, "--dry-run", "--json"]
-    if stats:
-        cmd += ["--calibration", stats]
-    r, _ = run(cmd)
-    return json.loads(r.stdout)["low_rank_kv"]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--recast", required=True)
@@ -80,44 +73,38 @@ def main():
     r, t_cal = run([a.recast, "calibrate", a.hf, "-o", stats, "--prompts", HERE / "calib.jsonl",
                     "--max-tokens", MAX_TOKENS])
     print(r.stderr.strip())
-    rows = []
-    for ratio in RATIOS:
-        for method in ["plain", "calibrated"]:
-            name = f"lr-{method}-{ratio}"
-            cal = "\n  calibration: required" if method == "calibrated" else ""
-            rp = recipe(a.work, name, f"layout: hf\nlow_rank_kv:\n  ratio: {ratio}{cal}")
-            out = a.work / name
-            cmd = [a.recast, "quantize", a.hf, "-o", out, "--recipe", rp]
-            if method == "calibrated":
-                cmd += ["--calibration", stats]
-            _, t_q = run(cmd)
-            kv = plan_kv(a.recast, a.hf, rp, stats if method == "calibrated" else None, a.work)
-            m = validate(a.recast, out, golden)
-            row = {"method": method, "ratio": ratio, "kv_fraction": kv["cache_values_per_token"]
-                   / kv["original_cache_values_per_token"], "ranks": sorted(set(kv["ranks"])),
-                   "kv_bytes_per_token": kv["kv_bytes_per_token"]["after"], "quantize_s": round(t_q, 2), **m}
-            rows.append(row)
-            print(f"{method:>10} ratio {ratio:<5} KV {100 * row['kv_fraction']:5.1f} %  KLD {m['mean_kld']:.3e}"
-                  f"  top-1 {100 * m['top1']:.2f} %  PPL ratio {m['ppl_ratio']:.4f}", flush=True)
-            subprocess.run(["rm", "-rf", str(out)])
-    # Budget: the same 50 % spread over layers by their spectra.
-    for method in ["plain", "calibrated"]:
-        name = f"lr-budget-{method}-0.5"
+    def measure(rule, value, method):
+        """Quantize with `low_rank_kv: {rule: value}` (calibrated or not), validate, clean up."""
+        name = f"lr-{rule}-{method}-{value}"
         cal = "\n  calibration: required" if method == "calibrated" else ""
-        rp = recipe(a.work, name, f"layout: hf\nlow_rank_kv:\n  budget: 0.5{cal}")
+        rp = recipe(a.work, name, f"layout: hf\nlow_rank_kv:\n  {rule}: {value}{cal}")
         out = a.work / name
         cmd = [a.recast, "quantize", a.hf, "-o", out, "--recipe", rp]
         if method == "calibrated":
             cmd += ["--calibration", stats]
-        run(cmd)
-        kv = plan_kv(a.recast, a.hf, rp, stats if method == "calibrated" else None, a.work)
+        _, t_q = run(cmd)
+        kv = json.loads((out / "recast-manifest.json").read_text())["low_rank_kv"]
         m = validate(a.recast, out, golden)
-        rows.append({"method": f"{method}, budget", "ratio": 0.5, "kv_fraction": kv["cache_values_per_token"]
-                     / kv["original_cache_values_per_token"], "ranks": [min(kv["ranks"]), max(kv["ranks"])],
-                     "kv_bytes_per_token": kv["kv_bytes_per_token"]["after"], **m})
-        print(f"{method:>10} budget 0.5  ranks {min(kv['ranks'])}..{max(kv['ranks'])}  KLD {m['mean_kld']:.3e}"
-              f"  top-1 {100 * m['top1']:.2f} %", flush=True)
         subprocess.run(["rm", "-rf", str(out)])
+        ranks = sorted(set(kv["ranks"])) if rule == "ratio" else [min(kv["ranks"]), max(kv["ranks"])]
+        return {"method": method if rule == "ratio" else f"{method}, {rule}", "ratio": value,
+                "kv_fraction": kv["cache_values_per_token"] / kv["original_cache_values_per_token"],
+                "ranks": ranks, "kv_bytes_per_token": 2 * kv["cache_values_per_token"], "quantize_s": round(t_q, 2),
+                **m}
+
+    rows = []
+    for ratio in RATIOS:
+        for method in ["plain", "calibrated"]:
+            row = measure("ratio", ratio, method)
+            rows.append(row)
+            print(f"{method:>10} ratio {ratio:<5} KV {100 * row['kv_fraction']:5.1f} %  KLD {row['mean_kld']:.3e}"
+                  f"  top-1 {100 * row['top1']:.2f} %  PPL ratio {row['ppl_ratio']:.4f}", flush=True)
+    # Budget: the same 50 % spread over layers by their spectra.
+    for method in ["plain", "calibrated"]:
+        row = measure("budget", 0.5, method)
+        rows.append(row)
+        print(f"{method:>10} budget 0.5  ranks {row['ranks'][0]}..{row['ranks'][1]}  KLD {row['mean_kld']:.3e}"
+              f"  top-1 {100 * row['top1']:.2f} %", flush=True)
     # Composition: low-rank KV at 50 % then Q8_0, and Q8_0 alone.
     comp = {}
     q8_lr = recipe(a.work, "lr50-q8_0", "extends: low-rank-kv-50\nlayout: gguf\npreset: Q8_0")

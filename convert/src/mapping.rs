@@ -5,7 +5,7 @@
 //! tensors, each an [`Op`] over input tensors; it is complete (names, shapes, dtypes) before
 //! any data moves, so writers can lay out files and `--dry-run` can print it.
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Format};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -457,6 +457,20 @@ pub fn gguf_to_hf(ck: &Checkpoint, cfg: &ModelConfig, target: DType) -> Result<V
     }
     sort_outputs(&mut outs);
     Ok(outs)
+}
+
+/// Every tensor of `ck` under its Hugging Face name, as f32, whatever the format: GGUF through
+/// [`gguf_to_hf`] (names, Q/K unpermutation, dequantization), safetensors through [`hf_to_hf`]
+/// (quantized layouts resolved, DeepSeek FP8 block size from config.json).
+pub fn hf_view(ck: &Checkpoint, cfg: &ModelConfig) -> Result<Vec<OutTensor>> {
+    match ck.format {
+        Format::Gguf => gguf_to_hf(ck, cfg, DType::F32),
+        Format::Safetensors => {
+            let raw =
+                ck.config_path().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+            hf_to_hf(ck, DType::F32, fp8_block_size(raw.as_ref()))
+        }
+    }
 }
 
 /// Plans HF → HF: dtype cast (float tensors only) and dequantization of DeepSeek FP8,

@@ -137,6 +137,17 @@ pub fn materialize(ck: &Checkpoint, op: &Op, out: DType, buf: &mut Vec<u8>) -> R
     stream(ck, op, out, &mut Sink::new(buf))
 }
 
+/// The values of an output tensor as f32, after which its inputs are released (the values are
+/// owned, so the mapped pages are no longer needed).
+pub fn materialize_f32(ck: &Checkpoint, op: &Op) -> Result<Vec<f32>> {
+    let mut bytes = Vec::new();
+    materialize(ck, op, DType::F32, &mut bytes)?;
+    for i in op.inputs() {
+        ck.release(&ck.tensors[i]);
+    }
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+}
+
 /// Streams the bytes of an output tensor stored as `out` into `sink`.
 pub fn stream(ck: &Checkpoint, op: &Op, out: DType, sink: &mut Sink) -> Result<()> {
     match op {

@@ -277,10 +277,11 @@ fn base(ck: &Checkpoint, out: &Path, layout: LayoutKind) -> Result<Base> {
 pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Result<QuantPlan> {
     let layout_kind = recipe.layout;
     let (mut outputs, mut meta, mut side_files, config) = base(ck, out, layout_kind)?;
+    let mut low_rank_of: HashMap<String, (usize, KvTensor)> = HashMap::new();
     let low_rank = match &recipe.low_rank_kv {
         Some(spec) => {
             let kv = lowrank_kv::plan(ck, &config, spec, opts.calibration.as_deref(), layout_kind == LayoutKind::Gguf)?;
-            outputs = low_rank_outputs(outputs, &kv, layout_kind);
+            (outputs, low_rank_of) = low_rank_outputs(outputs, &kv, layout_kind);
             if let Some(m) = meta.as_mut() {
                 m.set(lowrank_kv::GGUF_KEY, Value::String(kv.extension().to_string()));
             }
@@ -293,12 +294,6 @@ pub fn plan(ck: &Checkpoint, recipe: &Recipe, out: &Path, opts: &Options) -> Res
             ))
         }
         None => None,
-    };
-    let low_rank_of: HashMap<String, (usize, KvTensor)> = match &low_rank {
-        Some(_) => {
-            outputs.iter().filter_map(|o| low_rank_tensor(&o.name, layout_kind).map(|t| (o.name.clone(), t))).collect()
-        }
-        None => HashMap::new(),
     };
     let model = match layout_kind {
         LayoutKind::Gguf => DType::F32,
@@ -513,25 +508,13 @@ fn low_rank_names(l: usize, layout: LayoutKind) -> [(String, KvTensor); 3] {
     }
 }
 
-/// Which low-rank KV tensor `name` is, with its layer.
-fn low_rank_tensor(name: &str, layout: LayoutKind) -> Option<(usize, KvTensor)> {
-    let (prefix, rest) = if layout == LayoutKind::Gguf {
-        (name.strip_prefix("blk.")?, ["attn_kv_a.weight", "attn_kv_b.weight", "attn_kv_b.bias"])
-    } else {
-        (
-            name.strip_prefix("model.layers.")?,
-            ["self_attn.kv_a_proj.weight", "self_attn.kv_b_proj.weight", "self_attn.kv_b_proj.bias"],
-        )
-    };
-    let (l, tail) = prefix.split_once('.')?;
-    let which = [KvTensor::Down, KvTensor::Up, KvTensor::Bias];
-    let i = rest.iter().position(|r| *r == tail)?;
-    Some((l.parse().ok()?, which[i]))
-}
-
 /// The base outputs with every layer's k/v projections (weights and biases) replaced by the
-/// low-rank tensors, in file order.
-fn low_rank_outputs(outputs: Vec<OutTensor>, kv: &KvPlan, layout: LayoutKind) -> Vec<OutTensor> {
+/// low-rank tensors, in file order, and which low-rank tensor each new output is.
+fn low_rank_outputs(
+    outputs: Vec<OutTensor>,
+    kv: &KvPlan,
+    layout: LayoutKind,
+) -> (Vec<OutTensor>, HashMap<String, (usize, KvTensor)>) {
     let replaced = |name: &str| -> bool {
         let (prefix, tails): (&str, &[&str]) = if layout == LayoutKind::Gguf {
             ("blk.", &["attn_k.weight", "attn_k.bias", "attn_v.weight", "attn_v.bias"])
@@ -553,6 +536,7 @@ fn low_rank_outputs(outputs: Vec<OutTensor>, kv: &KvPlan, layout: LayoutKind) ->
     let mut out: Vec<OutTensor> = outputs.into_iter().filter(|o| !replaced(&o.name)).collect();
     let (m, d) = (kv.source.width() as u64, kv.source.d as u64);
     let has_bias = kv.source.has_bias();
+    let mut which_of = HashMap::new();
     for (l, &r) in kv.ranks.iter().enumerate() {
         for (name, which) in low_rank_names(l, layout) {
             let shape = match which {
@@ -561,11 +545,12 @@ fn low_rank_outputs(outputs: Vec<OutTensor>, kv: &KvPlan, layout: LayoutKind) ->
                 KvTensor::Bias if has_bias => vec![m],
                 KvTensor::Bias => continue,
             };
+            which_of.insert(name.clone(), (l, which));
             out.push(OutTensor { name, shape, dtype: DType::F32, op: kv.source.key_op(l).clone() });
         }
     }
     recast_convert::mapping::sort_outputs(&mut out);
-    out
+    (out, which_of)
 }
 
 /// `general.file_type` without a preset: the type holding most quantized parameters.
@@ -877,23 +862,19 @@ fn encode_weight(
                 KvTensor::Bias => f.bias.as_deref().expect("a bias is planned only when the model has one"),
             }
         }
-        (op, None) => match op {
-            Op::Copy(i) if ck.tensors[*i].storage == Storage::Dense(DType::F32) => {
-                match bytemuck::try_cast_slice(ck.bytes(&ck.tensors[*i])) {
-                    Ok(w) => w,
-                    Err(_) => {
-                        owned = bytemuck::pod_collect_to_vec(ck.bytes(&ck.tensors[*i]));
-                        &owned
-                    }
+        (Op::Copy(i), None) if ck.tensors[*i].storage == Storage::Dense(DType::F32) => {
+            match bytemuck::try_cast_slice(ck.bytes(&ck.tensors[*i])) {
+                Ok(w) => w,
+                Err(_) => {
+                    owned = bytemuck::pod_collect_to_vec(ck.bytes(&ck.tensors[*i]));
+                    &owned
                 }
             }
-            op => {
-                let mut bytes = Vec::new();
-                transform::materialize(ck, op, DType::F32, &mut bytes)?;
-                owned = bytemuck::pod_collect_to_vec(&bytes);
-                &owned
-            }
-        },
+        }
+        (op, None) => {
+            owned = transform::materialize_f32(ck, op)?;
+            &owned
+        }
     };
     if wp.quantized() {
         if let Some((i, v)) = stats::first_non_finite(w) {

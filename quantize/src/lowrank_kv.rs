@@ -15,7 +15,7 @@ use recast_convert::mapping::{self, OutTensor};
 use recast_convert::safetensors::writer::write_shard;
 use recast_convert::safetensors::SafetensorsPlan;
 use recast_convert::transform::{self, Op};
-use recast_convert::{Checkpoint, DType, Format, ModelConfig, Storage};
+use recast_convert::{Checkpoint, DType, ModelConfig, Storage};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -80,14 +80,7 @@ impl KvSource {
                 cfg.arch.info().model_type
             )));
         }
-        let outs = match ck.format {
-            Format::Gguf => mapping::gguf_to_hf(ck, cfg, DType::F32)?,
-            Format::Safetensors => {
-                let raw =
-                    ck.config_path().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
-                mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))?
-            }
-        };
+        let outs = mapping::hf_view(ck, cfg)?;
         let by: HashMap<String, OutTensor> = outs.into_iter().map(|o| (o.name.clone(), o)).collect();
         let (d, rows) = (cfg.hidden_size as usize, (cfg.num_key_value_heads * cfg.head_dim) as usize);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers as usize);
@@ -146,23 +139,6 @@ impl KvSource {
         self.width().min(self.d)
     }
 
-    /// The dense float type the key projection is stored in (F32 for quantized sources).
-    pub fn source_dtype(&self, ck: &Checkpoint) -> Option<DType> {
-        match self.layers[0].k.inputs().first().map(|&i| ck.tensors[i].storage) {
-            Some(Storage::Dense(d)) if matches!(d, DType::F32 | DType::F16 | DType::BF16) => Some(d),
-            _ => None,
-        }
-    }
-
-    fn read_op(ck: &Checkpoint, op: &Op) -> Result<Vec<f32>> {
-        let mut bytes = Vec::new();
-        transform::materialize(ck, op, DType::F32, &mut bytes)?;
-        for i in op.inputs() {
-            ck.release(&ck.tensors[i]);
-        }
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-
     /// Layer `l`'s projections as f32 in HF row order.
     pub fn read(&self, ck: &Checkpoint, l: usize) -> Result<LayerWeights> {
         let s = &self.layers[l];
@@ -172,14 +148,14 @@ impl KvSource {
                 let mut b = Vec::with_capacity(2 * self.rows);
                 for op in [kb, vb] {
                     match op {
-                        Some(op) => b.extend(Self::read_op(ck, op)?),
+                        Some(op) => b.extend(transform::materialize_f32(ck, op)?),
                         None => b.extend(std::iter::repeat_n(0.0, self.rows)),
                     }
                 }
                 Some(b)
             }
         };
-        Ok(LayerWeights { k: Self::read_op(ck, &s.k)?, v: Self::read_op(ck, &s.v)?, bias })
+        Ok(LayerWeights { k: transform::materialize_f32(ck, &s.k)?, v: transform::materialize_f32(ck, &s.v)?, bias })
     }
 
     /// The op a planned output borrows for its source dtype and inputs (layer `l`'s key).

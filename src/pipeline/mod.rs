@@ -129,12 +129,17 @@ fn source_fingerprint(ck: &Checkpoint) -> Result<String> {
         vec![ck.path.clone()]
     };
     for f in files {
-        let m = std::fs::metadata(&f).with_context(|| format!("reading {}", f.display()))?;
-        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
-        parts.push(format!("{}:{}:{}", f.file_name().unwrap_or_default().to_string_lossy(), m.len(), mtime.as_nanos()));
+        parts.push(file_stamp(&f)?);
     }
     let refs: Vec<&[u8]> = parts.iter().map(|s| s.as_bytes()).collect();
     Ok(sha(&refs))
+}
+
+/// `name:size:mtime` of a file: what a rerun compares to decide a file is unchanged.
+fn file_stamp(f: &Path) -> Result<String> {
+    let m = std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?;
+    let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    Ok(format!("{}:{}:{}", f.file_name().unwrap_or_default().to_string_lossy(), m.len(), mtime.as_nanos()))
 }
 
 fn staging(work: &Path, target: &str) -> PathBuf {
@@ -165,15 +170,11 @@ fn assign_shards(bytes: &[u64], n: usize) -> Vec<usize> {
     shard
 }
 
-/// What a target's files depend on in its low-rank KV step beyond the recipe: the ranks and
-/// the calibration statistics (their model fingerprint, token count and path).
-fn low_rank_identity(kv: &recast_quantize::lowrank_kv::KvPlan) -> String {
-    let stats = kv.stats.as_ref().and_then(|s| {
-        let m = std::fs::metadata(&s.path).ok()?;
-        let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-        Some(format!("{} {} {mtime}", s.path.display(), m.len()))
-    });
-    format!("{} {}", kv.extension(), stats.unwrap_or_default())
+/// What a target's files depend on in its low-rank KV step beyond the recipe: the ranks, the
+/// calibration statistics' model fingerprint and token count, and the statistics file itself.
+fn low_rank_identity(kv: &recast_quantize::lowrank_kv::KvPlan) -> Result<String> {
+    let stats = kv.stats.as_ref().map(|s| file_stamp(&s.path)).transpose()?;
+    Ok(format!("{} {}", kv.extension(), stats.unwrap_or_default()))
 }
 
 fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<Work<'a>> {
@@ -197,7 +198,7 @@ fn plan_work<'a>(p: &'a Pipeline, ck: &'a Checkpoint, shards: usize) -> Result<W
             plan.recipe.hash().as_bytes(),
             format!("{:?}", t.max_shard_size).as_bytes(),
             // Statistics are identified by the model they were collected on and their size.
-            plan.low_rank.as_ref().map_or(String::new(), low_rank_identity).as_bytes(),
+            plan.low_rank.as_ref().map(low_rank_identity).transpose()?.unwrap_or_default().as_bytes(),
         ]);
         for (fi, (name, bytes)) in job::weight_files(&plan).into_iter().enumerate() {
             let fingerprint = sha(&[fp.as_bytes(), name.as_bytes(), &bytes.to_le_bytes()]);

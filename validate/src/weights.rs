@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use recast_convert::mapping::{self, OutTensor};
-use recast_convert::{transform, Checkpoint, DType, Format, ModelConfig};
+use recast_convert::{transform, Checkpoint, Format, ModelConfig};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -53,14 +53,7 @@ pub fn model_config(ck: &Checkpoint) -> Result<ModelConfig> {
 
 impl<'a> Weights<'a> {
     pub fn new(ck: &'a Checkpoint, cfg: &ModelConfig) -> Result<Self> {
-        let outs = match ck.format {
-            Format::Gguf => mapping::gguf_to_hf(ck, cfg, DType::F32)?,
-            Format::Safetensors => {
-                let raw =
-                    ck.config_path().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
-                mapping::hf_to_hf(ck, DType::F32, mapping::fp8_block_size(raw.as_ref()))?
-            }
-        };
+        let outs = mapping::hf_view(ck, cfg)?;
         Ok(Weights {
             ck,
             plan: outs.into_iter().map(|o| (o.name.clone(), o)).collect(),
@@ -87,12 +80,7 @@ impl<'a> Weights<'a> {
             tensor: name.into(),
             why: "the reference forward pass".into(),
         })?;
-        let mut bytes = Vec::new();
-        transform::materialize(self.ck, &o.op, DType::F32, &mut bytes)?;
-        for i in o.op.inputs() {
-            self.ck.release(&self.ck.tensors[i]);
-        }
-        let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let data = transform::materialize_f32(self.ck, &o.op)?;
         let t = Rc::new(Tensor { shape: o.shape.iter().map(|&d| d as usize).collect(), data });
         self.cache.borrow_mut().insert(name.to_string(), t.clone());
         Ok(t)

@@ -5,6 +5,7 @@
 //! quantizer concern and lives in recast-quantize.
 
 use crate::dtype::DType;
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// Decodes one FP8 byte. `bias` is the exponent bias, `mant` the mantissa width.
@@ -77,19 +78,25 @@ pub fn decode_to_f32(dtype: DType, src: &[u8], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len() * size, "{dtype}: byte length does not match");
     let chunks = src.chunks_exact(size);
     match dtype {
+        // Constant chunk sizes so these loops vectorize; F16 goes through half's F16C slice
+        // conversion when the bytes are aligned (same values as the scalar conversion).
         DType::F32 => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = f32::from_le_bytes(c.try_into().unwrap());
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
-        DType::F16 => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = f16::from_le_bytes(c.try_into().unwrap()).to_f32();
+        DType::F16 => match native_f16(src) {
+            Some(h) => h.convert_to_f32_slice(dst),
+            None => {
+                for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                    *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
             }
-        }
+        },
         DType::BF16 => {
-            for (d, c) in dst.iter_mut().zip(chunks) {
-                *d = bf16::from_le_bytes(c.try_into().unwrap()).to_f32();
+            // bf16 → f32 is exact: the bits become the high half.
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
             }
         }
         DType::F64 => {
@@ -132,6 +139,23 @@ pub fn decode_to_f32(dtype: DType, src: &[u8], dst: &mut [f32]) {
 
 /// Encodes f32 values as `dtype` (F32, F16 or BF16; round-to-nearest-even) into `dst`
 /// (exactly `src.len()` elements of `dtype`).
+/// `bytes` as f16 values in place, when they are aligned and the machine is little-endian.
+fn native_f16(bytes: &[u8]) -> Option<&[f16]> {
+    if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice(bytes).ok()
+    } else {
+        None
+    }
+}
+
+fn native_f16_mut(bytes: &mut [u8]) -> Option<&mut [f16]> {
+    if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice_mut(bytes).ok()
+    } else {
+        None
+    }
+}
+
 pub fn encode_into(dtype: DType, src: &[f32], dst: &mut [u8]) {
     let size = dtype.size().expect("byte-sized dtype");
     assert_eq!(dst.len(), src.len() * size, "{dtype}: destination length does not match");
@@ -139,9 +163,12 @@ pub fn encode_into(dtype: DType, src: &[f32], dst: &mut [u8]) {
     // write (a runtime-sized chunk costs a memcpy call per element).
     match dtype {
         DType::F32 => dst.chunks_exact_mut(4).zip(src).for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
-        DType::F16 => {
-            dst.chunks_exact_mut(2).zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes()))
-        }
+        DType::F16 => match native_f16_mut(dst) {
+            Some(h) => h.convert_from_f32_slice(src),
+            None => {
+                dst.chunks_exact_mut(2).zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes()))
+            }
+        },
         DType::BF16 => {
             dst.chunks_exact_mut(2).zip(src).for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes()))
         }

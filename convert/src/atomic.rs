@@ -416,7 +416,7 @@ mod tests {
     fn direct_and_buffered_write_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         for len in [0, 1, ALIGN - 1, ALIGN, ALIGN + 7, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 4097] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 2654435761usize >> 7) as u8).collect();
+            let data: Vec<u8> = (0..len).map(|i| ((i * 2654435761usize) >> 7) as u8).collect();
             for direct in [true, false] {
                 let p = dir.path().join(format!("{len}-{direct}.bin"));
                 let mut f = AtomicFile::create_with(&p, direct).unwrap();

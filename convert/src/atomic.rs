@@ -12,10 +12,12 @@
 
 use crate::error::{Error, Result};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+use sha2::{Digest as _, Sha256};
 
 /// Size of one write; a multiple of every logical block size `O_DIRECT` asks us to align to.
 const BLOCK: usize = 8 << 20;
@@ -28,14 +30,17 @@ const QUEUED: usize = 2;
 struct Block {
     data: Vec<u8>,
     start: usize,
+    /// Bytes to write.
     len: usize,
+    /// Bytes of content (less than `len` once [`Block::pad`] added alignment zeros).
+    content: usize,
 }
 
 impl Block {
     fn new() -> Block {
         let data = vec![0u8; BLOCK + ALIGN];
         let start = data.as_ptr().align_offset(ALIGN);
-        Block { data, start, len: 0 }
+        Block { data, start, len: 0, content: 0 }
     }
 
     fn filled(&self) -> &[u8] {
@@ -48,6 +53,7 @@ impl Block {
         let at = self.start + self.len;
         self.data[at..at + k].copy_from_slice(&bytes[..k]);
         self.len += k;
+        self.content = self.len;
         k
     }
 
@@ -63,32 +69,42 @@ impl Block {
 struct Writer {
     blocks: Option<SyncSender<Block>>,
     free: Receiver<Block>,
-    thread: Option<JoinHandle<io::Result<File>>>,
+    thread: Option<JoinHandle<io::Result<Written>>>,
 }
 
+/// What the writer thread hands back: the file, and its content's sha256 when asked for.
+type Written = (File, Option<String>);
+
 impl Writer {
-    fn spawn(file: File, direct: bool) -> Writer {
+    fn spawn(file: File, path: PathBuf, direct: bool, hash: bool) -> Writer {
         let (tx, rx) = mpsc::sync_channel::<Block>(QUEUED);
         let (free_tx, free) = mpsc::channel();
-        let thread = std::thread::spawn(move || -> io::Result<File> {
+        let thread = std::thread::spawn(move || -> io::Result<Written> {
             let mut file = file;
             let mut direct = direct;
-            for block in rx {
-                match (&file).write_all(block.filled()) {
+            let mut at = 0u64;
+            let mut hasher = hash.then(Sha256::new);
+            for mut block in rx {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&block.filled()[..block.content]);
+                }
+                match file.write_all(block.filled()) {
                     // A filesystem that accepted the flag at open may still refuse the write
-                    // (alignment); nothing was written, so retry buffered.
-                    Err(e) if direct && e.raw_os_error() == Some(libc_einval()) => {
-                        set_direct(&file, false)?;
+                    // (alignment): reopen without it where the data ends, and go on buffered.
+                    Err(e) if direct && e.kind() == io::ErrorKind::InvalidInput => {
+                        file = fs::OpenOptions::new().write(true).open(&path)?;
+                        file.seek(SeekFrom::Start(at))?;
                         direct = false;
                         file.write_all(block.filled())?;
                     }
                     r => r?,
                 }
-                let mut block = block;
+                at += block.len as u64;
                 block.len = 0;
+                block.content = 0;
                 let _ = free_tx.send(block);
             }
-            Ok(file)
+            Ok((file, hasher.map(|h| format!("{:x}", h.finalize()))))
         });
         Writer { blocks: Some(tx), free, thread: Some(thread) }
     }
@@ -111,8 +127,9 @@ impl Writer {
         self.free.recv().unwrap_or_else(|_| Block::new())
     }
 
-    /// Waits for every queued block to be written; returns the file or the first error.
-    fn finish(&mut self) -> io::Result<File> {
+    /// Waits for every queued block to be written; returns the file and the sha256 of its
+    /// content (when asked for), or the first error.
+    fn finish(&mut self) -> io::Result<Written> {
         self.blocks = None;
         let thread = self.thread.take().expect("finish once");
         thread.join().unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")))
@@ -142,16 +159,6 @@ fn direct_io_allowed() -> bool {
     std::env::var("RECAST_DIRECT_IO").map_or(true, |v| v != "0")
 }
 
-#[cfg(target_os = "linux")]
-fn libc_einval() -> i32 {
-    libc::EINVAL
-}
-
-#[cfg(not(target_os = "linux"))]
-fn libc_einval() -> i32 {
-    22
-}
-
 /// Creates (truncates) `path`, with `O_DIRECT` when asked and the filesystem accepts it.
 /// Returns the file and whether it is direct.
 fn create(path: &Path, direct: bool) -> io::Result<(File, bool)> {
@@ -170,48 +177,26 @@ fn create(path: &Path, direct: bool) -> io::Result<(File, bool)> {
     Ok((File::create(path)?, false))
 }
 
-/// Turns `O_DIRECT` on or off for an open file.
-#[cfg(target_os = "linux")]
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a file descriptor we own, with integer arguments only.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_direct(_: &File, _: bool) -> io::Result<()> {
-    Ok(())
-}
-
 impl AtomicFile {
     pub fn create(final_path: impl AsRef<Path>) -> Result<Self> {
-        Self::create_with(final_path.as_ref(), direct_io_allowed())
+        Self::create_with(final_path.as_ref(), direct_io_allowed(), false)
     }
 
-    /// As [`AtomicFile::create`]; `direct: false` never uses `O_DIRECT`.
-    pub fn create_with(final_path: &Path, direct: bool) -> Result<Self> {
+    /// As [`AtomicFile::create`], also computing the sha256 of the content as it is written
+    /// (on the writer thread; [`AtomicFile::commit`] returns it), so callers that record a
+    /// digest need not read the file back.
+    pub fn create_hashed(final_path: impl AsRef<Path>) -> Result<Self> {
+        Self::create_with(final_path.as_ref(), direct_io_allowed(), true)
+    }
+
+    /// As [`AtomicFile::create`]; `direct: false` never uses `O_DIRECT`; `hash` computes the
+    /// content's sha256.
+    pub fn create_with(final_path: &Path, direct: bool, hash: bool) -> Result<Self> {
         let final_path = final_path.to_path_buf();
         let temp_path = partial_path(&final_path);
         let (file, direct) = create(&temp_path, direct).map_err(|e| Error::io(&temp_path, e))?;
-        Ok(AtomicFile {
-            final_path,
-            temp_path,
-            block: None,
-            made: 0,
-            direct,
-            writer: Writer::spawn(file, direct),
-            written: 0,
-        })
+        let writer = Writer::spawn(file, temp_path.clone(), direct, hash);
+        Ok(AtomicFile { final_path, temp_path, block: None, made: 0, direct, writer, written: 0 })
     }
 
     pub fn final_path(&self) -> &Path {
@@ -265,8 +250,8 @@ impl AtomicFile {
     }
 
     /// Writes what is buffered, fsyncs and renames to the final path, then fsyncs the
-    /// directory.
-    pub fn commit(mut self) -> Result<PathBuf> {
+    /// directory. Returns the size and, for [`AtomicFile::create_hashed`] files, the sha256.
+    pub fn commit(mut self) -> Result<Committed> {
         if let Some(mut last) = self.block.take() {
             let padded = self.direct && !last.len.is_multiple_of(ALIGN);
             if padded {
@@ -276,7 +261,7 @@ impl AtomicFile {
                 return Err(self.writer_error());
             }
         }
-        let file = self.writer.finish().map_err(|e| Error::io(&self.temp_path, e))?;
+        let (file, sha256) = self.writer.finish().map_err(|e| Error::io(&self.temp_path, e))?;
         // The last direct block was padded to the alignment; cut the file to its length.
         if self.direct && !self.written.is_multiple_of(ALIGN as u64) {
             file.set_len(self.written).map_err(|e| Error::io(&self.temp_path, e))?;
@@ -285,8 +270,18 @@ impl AtomicFile {
         drop(file);
         rename_durably(&self.temp_path, &self.final_path)?;
         self.temp_path = PathBuf::new();
-        Ok(self.final_path.clone())
+        Ok(Committed { path: self.final_path.clone(), bytes: self.written, sha256 })
     }
+}
+
+/// A file [`AtomicFile::commit`] put in place.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Lowercase hex sha256 of the content, for files created with
+    /// [`AtomicFile::create_hashed`].
+    pub sha256: Option<String>,
 }
 
 /// Renames `from` to `to`, then fsyncs the directory so the rename survives a crash.
@@ -419,7 +414,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| ((i * 2654435761usize) >> 7) as u8).collect();
             for direct in [true, false] {
                 let p = dir.path().join(format!("{len}-{direct}.bin"));
-                let mut f = AtomicFile::create_with(&p, direct).unwrap();
+                let mut f = AtomicFile::create_with(&p, direct, true).unwrap();
                 let mut rest = &data[..];
                 let mut piece = 1;
                 while !rest.is_empty() {
@@ -429,8 +424,10 @@ mod tests {
                     piece = piece * 3 + 1;
                 }
                 assert_eq!(f.position(), len as u64);
-                f.commit().unwrap();
+                let c = f.commit().unwrap();
                 assert!(fs::read(&p).unwrap() == data, "{len} bytes, direct {direct}");
+                assert_eq!(c.bytes, len as u64);
+                assert_eq!(c.sha256.unwrap(), format!("{:x}", Sha256::digest(&data)), "{len} bytes, direct {direct}");
             }
         }
     }

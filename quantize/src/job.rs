@@ -706,32 +706,39 @@ fn gguf_file_name(plan: &QuantPlan) -> String {
     plan.out.file_name().map_or("model.gguf".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// Size and sha256 of a written file: `(name relative to the output, bytes, hex sha256)`.
+pub type FileDigest = (String, u64, String);
+
+/// What [`execute_files`] wrote.
+pub struct Written {
+    /// `(weight index, report)` in write order.
+    pub reports: Vec<(usize, WeightReport)>,
+    /// Each weight file written, with its digest (computed while writing).
+    pub files: Vec<FileDigest>,
+}
+
 /// Writes the plan: the weights file(s), then the index and side files. Returns per-weight
-/// reports in plan order.
-pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<Vec<WeightReport>> {
+/// reports in plan order and the weight files' digests.
+pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<(Vec<WeightReport>, Vec<FileDigest>)> {
     let all: Vec<usize> = (0..weight_files(plan).len()).collect();
     let mut reports: Vec<Option<WeightReport>> = vec![None; plan.weights.len()];
-    for (w, r) in execute_files(ck, plan, &all, progress)? {
+    let written = execute_files(ck, plan, &all, progress)?;
+    for (w, r) in written.reports {
         reports[w] = Some(r);
     }
     write_extras(plan)?;
-    Ok(reports.into_iter().map(|r| r.expect("every weight written")).collect())
+    Ok((reports.into_iter().map(|r| r.expect("every weight written")).collect(), written.files))
 }
 
 /// Writes the files numbered `files` (indices into [`weight_files`]) and returns the report of
-/// every weight they hold, as `(weight index, report)` in write order. A weight whose outputs
+/// every weight they hold, as `(weight index, report)` in write order, and each file's digest. A weight whose outputs
 /// fall in two files is encoded for each (the encoding is deterministic, so the bytes agree).
 ///
 /// One thread encodes weights in file order (each weight's rows in parallel) and hands them
 /// over a channel of depth one to the writer, so the next weight is encoded while the current
 /// one is written; at most two weights' encodings are in memory. Bytes are those of encoding
 /// each weight on its own, whatever the thread count.
-pub fn execute_files(
-    ck: &Checkpoint,
-    plan: &QuantPlan,
-    files: &[usize],
-    progress: Progress,
-) -> Result<Vec<(usize, WeightReport)>> {
+pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progress: Progress) -> Result<Written> {
     // Output slots in write order, then the weights in the order the writer will need them.
     let slot_order: Vec<Vec<usize>> = files
         .iter()
@@ -789,31 +796,35 @@ pub fn execute_files(
             recast_convert::failpoint::hit("quantize-write");
             Ok(())
         };
-        let mut written = Ok(());
+        let mut digests = Vec::with_capacity(files.len());
+        let names = weight_files(plan);
         for &f in files {
-            written = match &plan.layout {
+            let written = match &plan.layout {
                 FileLayout::Gguf(g) => {
                     if let Some(parent) = plan.out.parent().filter(|p| !p.as_os_str().is_empty()) {
                         std::fs::create_dir_all(parent).map_err(|e| recast_convert::Error::io(parent, e))?;
                     }
-                    gguf::writer::write(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))
+                    gguf::writer::write_hashed(&plan.out, g, |i, _, sink| produce(i, sink).map_err(to_convert))
                 }
                 FileLayout::Safetensors(s) => {
                     std::fs::create_dir_all(&plan.out).map_err(|e| recast_convert::Error::io(&plan.out, e))?;
                     let shard = &s.shards[f];
-                    st_writer::write_shard(&plan.out.join(&shard.file_name), shard, |t, sink| {
+                    st_writer::write_shard_hashed(&plan.out.join(&shard.file_name), shard, |t, sink| {
                         produce(t.index, sink).map_err(to_convert)
                     })
                 }
             };
-            if written.is_err() {
-                break;
+            match written {
+                Ok(c) => digests.push((names[f].0.clone(), c.bytes, c.sha256.expect("hashed file"))),
+                Err(e) => {
+                    drop(rx);
+                    return Err(Error::from(e));
+                }
             }
         }
-        drop(rx);
-        written.map_err(Error::from)
-    })?;
-    Ok(reports)
+        Ok(digests)
+    })
+    .map(|files| Written { reports, files })
 }
 
 /// Writes what follows the weight files: the safetensors index (multi-shard plans) and the
@@ -909,11 +920,15 @@ fn encode_weight(
     Ok((enc.tensors, report))
 }
 
-/// sha256 and size of each file the plan wrote (relative names).
-pub fn output_files(plan: &QuantPlan) -> Result<Vec<(String, u64, String)>> {
+/// sha256 and size of each file the plan wrote (relative names): those in `known` (digests
+/// taken while writing) as given, the others read back.
+pub fn output_files(plan: &QuantPlan, known: &[FileDigest]) -> Result<Vec<FileDigest>> {
     let names = weight_files(plan).into_iter().map(|(name, _)| name).chain(extra_files(plan));
     names
         .map(|name| {
+            if let Some(d) = known.iter().find(|d| d.0 == name) {
+                return Ok(d.clone());
+            }
             let path = match plan.layout {
                 FileLayout::Gguf(_) => plan.out.clone(),
                 FileLayout::Safetensors(_) => plan.out.join(&name),

@@ -228,11 +228,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
             eprint!("\r\x1b[K{:>5.1}%  {name}", 100.0 * (i + 1) as f64 / n.max(1) as f64);
         }
     };
-    let reports = job::execute(&ck, &plan, &mut progress)?;
+    let (reports, written) = job::execute(&ck, &plan, &mut progress)?;
     if tty {
         eprint!("\r\x1b[K");
     }
-    let files = job::output_files(&plan)?;
+    let files = job::output_files(&plan, &written)?;
     let manifest = job::manifest(&ck, &plan, &reports, &files, env!("CARGO_PKG_VERSION"));
     let text = serde_json::to_string_pretty(&manifest)? + "\n";
     recast_convert::atomic::write_file(plan.manifest_path(), text.as_bytes())?;

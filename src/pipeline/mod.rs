@@ -319,12 +319,12 @@ fn write_file_units(w: &Work, j: &mut Journal, ev: &mut Events, which: &[usize],
             last = b;
         };
         failpoint::hit("unit-start");
-        let reports = job::execute_files(w.ck, plan, &[u.file], &mut progress)
+        let written = job::execute_files(w.ck, plan, &[u.file], &mut progress)
             .with_context(|| format!("target '{}': writing {}", w.p.targets[u.target].name, u.name))?;
         ev.advance(last, false);
-        let path = dir.join(&u.name);
-        let (bytes, sha256) = job::sha256_file(&path)?;
-        let reports: Vec<Json> = reports.into_iter().map(|(wi, r)| json!({"weight": wi, "report": r})).collect();
+        let (_, bytes, sha256) = written.files.into_iter().next().expect("one file written");
+        let reports: Vec<Json> =
+            written.reports.into_iter().map(|(wi, r)| json!({"weight": wi, "report": r})).collect();
         j.record(&id, &u.fingerprint, json!({"bytes": bytes, "sha256": sha256, "weights": reports}))?;
         failpoint::hit("unit-journaled");
         ev.unit_done(&id, bytes, false);

@@ -9,7 +9,7 @@
 
 use super::reader::{align, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use super::value::{Array, Metadata, Value};
-use crate::atomic::{AtomicFile, Sink};
+use crate::atomic::{AtomicFile, Committed, Sink};
 use crate::error::{Error, Result};
 use crate::ggml_type::GgmlType;
 use crate::tensor::Storage;
@@ -158,11 +158,25 @@ fn serialize_header(metadata: &Metadata, tensors: &[PlannedTensor]) -> Vec<u8> {
 
 /// Writes `plan` to `path` atomically. `produce(i, tensor, sink)` streams tensor `i`'s bytes
 /// into `sink` (in as many pieces as it likes); the total is checked against the plan.
-pub fn write<F>(path: &Path, plan: &GgufPlan, mut produce: F) -> Result<()>
+pub fn write<F>(path: &Path, plan: &GgufPlan, produce: F) -> Result<()>
 where
     F: FnMut(usize, &PlannedTensor, &mut Sink) -> Result<()>,
 {
-    let mut file = AtomicFile::create(path)?;
+    write_to(AtomicFile::create(path)?, plan, produce).map(|_| ())
+}
+
+/// [`write`], also returning the file's size and sha256 (computed while writing).
+pub fn write_hashed<F>(path: &Path, plan: &GgufPlan, produce: F) -> Result<Committed>
+where
+    F: FnMut(usize, &PlannedTensor, &mut Sink) -> Result<()>,
+{
+    write_to(AtomicFile::create_hashed(path)?, plan, produce)
+}
+
+fn write_to<F>(mut file: AtomicFile, plan: &GgufPlan, mut produce: F) -> Result<Committed>
+where
+    F: FnMut(usize, &PlannedTensor, &mut Sink) -> Result<()>,
+{
     file.write_all(&plan.header)?;
     file.write_zeros(plan.data_start() - plan.header.len() as u64)?;
     for (i, t) in plan.tensors.iter().enumerate() {
@@ -172,6 +186,5 @@ where
         file.write_zeros(align(t.nbytes, plan.alignment) - t.nbytes)?;
     }
     debug_assert_eq!(file.position(), plan.file_size());
-    file.commit()?;
-    Ok(())
+    file.commit()
 }

@@ -7,7 +7,7 @@
 //! tensor would push the current one past the limit, `model-00001-of-0000N.safetensors` and a
 //! `model.safetensors.index.json` with `metadata.total_size` and every tensor listed.
 
-use crate::atomic::{self, AtomicFile, Sink};
+use crate::atomic::{self, AtomicFile, Committed, Sink};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Storage;
@@ -168,19 +168,32 @@ fn layout_shard(
 }
 
 /// Writes one shard atomically; `produce(tensor, sink)` streams each tensor's bytes.
-pub fn write_shard<F>(path: &Path, shard: &ShardPlan, mut produce: F) -> Result<()>
+pub fn write_shard<F>(path: &Path, shard: &ShardPlan, produce: F) -> Result<()>
 where
     F: FnMut(&PlannedTensor, &mut Sink) -> Result<()>,
 {
-    let mut file = AtomicFile::create(path)?;
+    shard_to(AtomicFile::create(path)?, shard, produce).map(|_| ())
+}
+
+/// [`write_shard`], also returning the file's size and sha256 (computed while writing).
+pub fn write_shard_hashed<F>(path: &Path, shard: &ShardPlan, produce: F) -> Result<Committed>
+where
+    F: FnMut(&PlannedTensor, &mut Sink) -> Result<()>,
+{
+    shard_to(AtomicFile::create_hashed(path)?, shard, produce)
+}
+
+fn shard_to<F>(mut file: AtomicFile, shard: &ShardPlan, mut produce: F) -> Result<Committed>
+where
+    F: FnMut(&PlannedTensor, &mut Sink) -> Result<()>,
+{
     file.write_all(&shard.header)?;
     for t in &shard.tensors {
         let mut sink = Sink::new(&mut file);
         produce(t, &mut sink)?;
         sink.check_total(&t.name, t.nbytes, &format!("{} {:?}", t.dtype, t.shape))?;
     }
-    file.commit()?;
-    Ok(())
+    file.commit()
 }
 
 /// Writes every shard of `plan` into `dir`, then the index (multi-shard plans only).

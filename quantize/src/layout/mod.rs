@@ -207,8 +207,10 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
                     *b = 0;
                 }
             }
-            let deq = fp8::dequantize(container, &q, r, c, *granularity);
-            let error = stats::error_stats(w, &deq);
+            let table = fp8::decode_table(container);
+            let error = stats::error_stats_by_chunk(w, |start, out| {
+                fp8::dequantize_range(&table, &q, c, *granularity, start, out)
+            });
             let scales = scalars_bytes(&q.scales, *scale_dtype);
             Encoded { tensors: vec![q.codes, scales], error }
         }

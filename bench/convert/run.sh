@@ -117,7 +117,7 @@ measure() {
     local tl=$LOG/$row.$rep.time el=$LOG/$row.$rep.stderr
     /usr/bin/time -v -o "$tl" "$@" >"$LOG/$row.$rep.stdout" 2>"$el" || {
         echo "FAILED: $row (rep $rep)" >&2
-        tail -20 "$el" "$tl" >&2
+        tail -n 20 "$el" "$tl" >&2
         exit 1
     }
     local wall usr sys rss syncs size

@@ -25,6 +25,14 @@ pub(super) fn nearest_int(f: f32) -> i32 {
     ((val.to_bits() as i32) & 0x007f_ffff) - 0x0040_0000
 }
 
+/// `(int)(v)` for `v` in `[0, 2²²)`: truncation (= floor) from the [`nearest_int`] bit trick,
+/// one lower where that rounded up. Exact, and vectorizes (a float → int `as` does not).
+#[inline(always)]
+pub(super) fn trunc_nonneg(v: f32) -> i32 {
+    let t = nearest_int(v);
+    t - ((t as f32) > v) as i32
+}
+
 /// C's float → integer conversion as compiled for x86-64 (`cvttss2si`): truncation toward
 /// zero, and the "integer indefinite" `i32::MIN` for NaN or out-of-range values. ggml's
 /// `(int8_t)(v)` / `(uint8_t)(v)` then keep the low byte (`as i8` / `as u8` of this). Only
@@ -527,6 +535,26 @@ pub(super) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], scales: &mut [u8]) {
             scales[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4);
             scales[j - 4] |= (ls[j] >> 4) << 6;
             scales[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunc_nonneg_is_truncation() {
+        let top = 40f32.to_bits();
+        for b in (0..top).step_by(4099) {
+            let v = f32::from_bits(b);
+            assert_eq!(trunc_nonneg(v), v as i32, "{v:e}");
+        }
+        for k in 0..=40 {
+            let v = k as f32;
+            for x in [v, f32::from_bits(v.to_bits() + 1), f32::from_bits(v.to_bits().saturating_sub(1)), v + 0.5] {
+                assert_eq!(trunc_nonneg(x), x as i32, "{x:e}");
+            }
         }
     }
 }

@@ -100,9 +100,9 @@ fn encode(ty: GgmlType, case: &Case, path: &str) -> Vec<u8> {
     let bytes = ty.nbytes(case.n_per_row as u64, case.nrows as u64).unwrap() as usize;
     let (mut out, mut baseline) = (vec![0u8; bytes], vec![0u8; bytes]);
     quantize(ty, &case.x, case.n_per_row, imatrix, &mut out);
-    // The serial twin must give the same bytes.
+    // The baseline build (no SIMD dispatch, serial) must give the same bytes.
     quantize_serial(ty, &case.x, case.n_per_row, imatrix, &mut baseline);
-    assert!(out == baseline, "{ty} {path}: serial and parallel encodings differ");
+    assert!(out == baseline, "{ty} {path}: baseline and dispatched builds differ");
     out
 }
 

@@ -108,6 +108,7 @@ fn code_f32(v: f32, lo: f32, hi: f32) -> f32 {
 /// ggml's quantizers of our types uses rmse_type 1). Writes codes `L = l + nmax` (all 0 for an
 /// all-zero group) to `l_out[g*N..]` and returns each group's scale. The groups run in lockstep
 /// (see [`make_qkx_quants`]); each follows ggml's scalar operations exactly.
+#[inline(always)]
 pub(super) fn make_qx_quants<const N: usize, const G: usize>(
     x: &[f32],
     nmax: i32,
@@ -198,6 +199,7 @@ pub(super) fn make_qx_quants<const N: usize, const G: usize>(
 /// group's scale. Lockstep as [`make_qkx_quants`]; a group whose pass changed nothing stops in
 /// ggml, and here keeps running passes that provably change nothing (same state, same
 /// decisions).
+#[inline(always)]
 pub(super) fn make_q3_quants<const N: usize, const G: usize>(x: &[f32], nmax: i32, l_out: &mut [i8]) -> [f32; G] {
     let xt = transpose::<N, G>(x);
     let l_out = &mut l_out[..N * G];
@@ -283,6 +285,7 @@ pub(super) struct Qkx {
 /// groups merely run in lockstep so their dependency chains overlap (and vectorize across
 /// groups). Per-group branches become selects; values computed for a lane that ggml would not
 /// compute (a degenerate group, a candidate with D ≤ 0) are discarded.
+#[inline(always)]
 pub(super) fn make_qkx_quants<const N: usize, const G: usize>(
     x: &[f32],
     w: &[f32],
@@ -432,6 +435,7 @@ pub(super) fn make_qkx_quants<const N: usize, const G: usize>(
 
 /// `make_qp_quants(n, nmax, x, L, quant_weights)`: quantizes non-negative sub-block scales to
 /// `[0, nmax]` codes, with ggml's `uint8_t` stores of `int` codes (wrapping) kept.
+#[inline(always)]
 pub(super) fn make_qp_quants(x: &[f32], nmax: i32, l_out: &mut [u8], qw: &[f32]) -> f32 {
     let n = x.len();
     let (l_out, qw) = (&mut l_out[..n], &qw[..n]);

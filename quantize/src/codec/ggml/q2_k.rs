@@ -13,6 +13,7 @@ const IMPL_SEARCH: Qkx = Qkx { nmax: 3, rmin: -0.9, rdelta: 0.05, nstep: 36, use
 
 /// Requantizes with the stored (fp16-rounded) super-scales and packs `qs`, `d`, `dmin`
 /// (the common tail of ref and impl). `scales` is already in `y[0..16]`.
+#[inline(always)]
 fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d16: [u8; 2], dmin16: [u8; 2]) {
     let dm = half::f16::from_le_bytes(d16).to_f32();
     let mm = half::f16::from_le_bytes(dmin16).to_f32();
@@ -36,6 +37,7 @@ fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d16: [u8; 2], dmin16: [u8; 
     y[82..84].copy_from_slice(&dmin16);
 }
 
+#[inline(always)]
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK];
     let mut weights = [0.0f32; QK];
@@ -75,12 +77,14 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     finish(x, y, &mut l, d16, dmin16);
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)) {
         quantize_block_ref(xb, yb);
     }
 }
 
+#[inline(always)]
 fn quantize_block_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK];
     let mut weight = [0.0f32; QK];
@@ -112,6 +116,7 @@ fn quantize_block_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     finish(x, y, &mut l, fp16_bytes(dm), fp16_bytes(mm));
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     for ((xb, yb), qb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)).zip(qw.chunks_exact(QK)) {
         quantize_block_impl(xb, yb, qb);

@@ -22,6 +22,7 @@ fn pack_scale(sc: &mut [u8], j: usize, l: i32) {
 }
 
 /// Requantizes with the stored scales and fp16 `d`, then packs `hmask`, `qs` and `d`.
+#[inline(always)]
 fn finish(x: &[f32], y: &mut [u8], l: &mut [i8; QK], d: f32) {
     let d16 = fp16_bytes(d);
     let dq = fp16_round(d);
@@ -61,6 +62,7 @@ fn finish(x: &[f32], y: &mut [u8], l: &mut [i8; QK], d: f32) {
     y[108..110].copy_from_slice(&d16);
 }
 
+#[inline(always)]
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let mut l = [0i8; QK];
     let scales = make_q3_quants::<16, 16>(x, 4, &mut l);
@@ -88,12 +90,14 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     finish(x, y, &mut l, d);
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)) {
         quantize_block_ref(xb, yb);
     }
 }
 
+#[inline(always)]
 fn quantize_block_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0i8; QK];
     let mut weight = [0.0f32; QK];
@@ -126,6 +130,7 @@ fn quantize_block_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     finish(x, y, &mut l, d_block);
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     for ((xb, yb), qb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)).zip(qw.chunks_exact(QK)) {
         quantize_block_impl(xb, yb, qb);

@@ -12,6 +12,7 @@ pub(super) const BLOCK_BYTES: usize = 18;
 /// The input is finite (callers check), so |v| orders as its bits: the integer max finds the
 /// magnitude (vectorizes) and the first element with those bits is ggml's pick; an all-zero
 /// block gives 0 (ggml's initial `max`, whatever the zeros' signs).
+#[inline(always)]
 pub(super) fn signed_absmax(x: &[f32]) -> f32 {
     let amax = x.iter().map(|v| v.to_bits() & 0x7FFF_FFFF).max().unwrap_or(0);
     if amax == 0 {
@@ -41,6 +42,7 @@ fn block_codes(x: &[f32; QK], id: f32) -> [u8; QK] {
 /// Blocks whose fp16 scales are converted in one call.
 const GROUP: usize = 64;
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     let mut d = [0f32; GROUP];
     let mut d16 = [f16::ZERO; GROUP];
@@ -62,6 +64,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
 }
 
 /// Row-wide `sigma2 = Σx²/n_per_row` and weights `qw·sqrt(sigma2 + x²)` (Q4_0 / Q5_0 impl).
+#[inline(always)]
 pub(super) fn legacy_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32; 32]) {
     for j in 0..32 {
         w[j] = qw[j] * (sigma2 + x[j] * x[j]).sqrt();
@@ -69,6 +72,7 @@ pub(super) fn legacy_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32; 3
 }
 
 /// `sum_x2 / n_per_row` over the whole row, summed in order.
+#[inline(always)]
 pub(super) fn row_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0.0f32;
     for &v in x {
@@ -80,6 +84,7 @@ pub(super) fn row_sigma2(x: &[f32]) -> f32 {
 /// The imatrix path of Q4_0 / Q5_0: per block `make_qx_quants(32, nmax, x, L, 1, w)` with
 /// weights `qw·sqrt(sigma2 + x²)` (row-wide sigma2), blocks searched 8 at a time (each exactly
 /// as ggml's scalar loop); `emit(block, d, codes)` packs one block.
+#[inline(always)]
 pub(super) fn legacy_qx_row(
     x: &[f32],
     y: &mut [u8],
@@ -114,6 +119,7 @@ pub(super) fn legacy_qx_row(
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     legacy_qx_row(x, y, qw, 8, BLOCK_BYTES, |yb, d, l| {
         yb[0..2].copy_from_slice(&fp16_bytes(d));

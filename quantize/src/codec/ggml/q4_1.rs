@@ -13,6 +13,7 @@ pub(super) const fn legacy_qkx3(nmax: i32) -> Qkx {
 }
 
 /// Block min and max, scanned as ggml does (FLT_MAX / −FLT_MAX start).
+#[inline(always)]
 pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     let mut min = f32::MAX;
     let mut max = -f32::MAX;
@@ -27,6 +28,7 @@ pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+#[inline(always)]
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
@@ -42,6 +44,7 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)) {
         quantize_block_ref(xb, yb);
@@ -51,6 +54,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
 /// The imatrix path of Q4_1 / Q5_1: per block `make_qkx3_quants(32, nmax, …)` with weights
 /// `qw·sqrt(sigma2 + x²)` (row-wide sigma2), blocks searched 8 at a time (each exactly as
 /// ggml's scalar loop); `emit(block, d, m, codes)` packs one block.
+#[inline(always)]
 pub(super) fn legacy_impl_row(
     x: &[f32],
     y: &mut [u8],
@@ -89,6 +93,7 @@ pub(super) fn legacy_impl_row(
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     legacy_impl_row(x, y, qw, 15, BLOCK_BYTES, |yb, d, m, l| {
         yb[0..2].copy_from_slice(&fp16_bytes(d));

@@ -12,6 +12,7 @@ pub(super) const BLOCK_BYTES: usize = 144;
 /// Sub-block scales/mins of the ref path (Q4_K: nmax 15, rmin −1; Q5_K: nmax 31, rmin −0.5):
 /// weights `sqrt(Σx²/32) + |x|`, `make_qkx2_quants`, then 6-bit codes against the largest
 /// scale and min. Writes the 12 scale bytes and returns `(d, dmin)` before fp16 rounding.
+#[inline(always)]
 pub(super) fn ref_scales(x: &[f32], l: &mut [u8; QK], search: Qkx, scales_out: &mut [u8]) -> (f32, f32) {
     let mut weights = [0.0f32; QK];
     for j in 0..8 {
@@ -51,6 +52,7 @@ pub(super) fn ref_scales(x: &[f32], l: &mut [u8; QK], search: Qkx, scales_out: &
 /// Sub-block scales/mins of the imatrix path (Q4_K and Q5_K; `clamp63` is Q5_K's extra
 /// `MIN(63, ·)`): weights `qw·sqrt(sigma2 + x²)`, `make_qkx3_quants(…, −0.9, 0.05, 36)`, codes
 /// by `make_qp_quants(8, 63, ·, ·, sw)`. Returns `(d, dmin)` before fp16 rounding.
+#[inline(always)]
 pub(super) fn impl_scales(
     x: &[f32],
     qw: &[f32],
@@ -97,6 +99,7 @@ pub(super) fn impl_scales(
 
 /// Requantizes every sub-block whose stored scale is non-zero to `[0, nmax]` with the
 /// fp16-rounded `d`/`dmin`; other sub-blocks keep the codes of the search.
+#[inline(always)]
 pub(super) fn requantize(x: &[f32], l: &mut [u8; QK], scales: &[u8], d: f32, dmin: f32, nmax: i32) {
     let (dq, mq) = (fp16_round(d), fp16_round(dmin));
     for j in 0..8 {
@@ -112,6 +115,7 @@ pub(super) fn requantize(x: &[f32], l: &mut [u8; QK], scales: &[u8], d: f32, dmi
     }
 }
 
+#[inline(always)]
 fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d: f32, dmin: f32) {
     y[0..2].copy_from_slice(&fp16_bytes(d));
     y[2..4].copy_from_slice(&fp16_bytes(dmin));
@@ -124,6 +128,7 @@ fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d: f32, dmin: f32) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     const SEARCH: Qkx = Qkx { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
     let mut l = [0u8; QK];
@@ -133,6 +138,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK];
     for ((xb, yb), qb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)).zip(qw.chunks_exact(QK)) {

@@ -11,6 +11,7 @@ pub(super) const QK: usize = 32;
 pub(super) const BLOCK_BYTES: usize = 22;
 
 /// Writes 32 five-bit codes: low nibbles into `qs`, 5th bits into the little-endian `qh`.
+#[inline(always)]
 pub(super) fn pack_q5(codes: impl Fn(usize) -> u8, qh_out: &mut [u8], qs: &mut [u8]) {
     let mut qh = 0u32;
     for j in 0..16 {
@@ -43,6 +44,7 @@ fn block_codes(x: &[f32; QK], id: f32) -> [u8; QK] {
 /// Blocks whose fp16 scales are converted in one call.
 const GROUP: usize = 64;
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     let mut d = [0f32; GROUP];
     let mut d16 = [f16::ZERO; GROUP];
@@ -62,6 +64,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     legacy_qx_row(x, y, qw, 16, BLOCK_BYTES, |yb, d, l| {
         yb[0..2].copy_from_slice(&fp16_bytes(d));

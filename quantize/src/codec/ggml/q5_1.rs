@@ -9,6 +9,7 @@ use super::q5_0::pack_q5;
 pub(super) const QK: usize = 32;
 pub(super) const BLOCK_BYTES: usize = 24;
 
+#[inline(always)]
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
@@ -21,12 +22,14 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     pack_q5(code, qh, qs);
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)) {
         quantize_block_ref(xb, yb);
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     legacy_impl_row(x, y, qw, 31, BLOCK_BYTES, |yb, d, m, l| {
         yb[0..2].copy_from_slice(&fp16_bytes(d));

@@ -8,6 +8,7 @@ use super::q4_k::{impl_scales, ref_scales, requantize};
 pub(super) const QK: usize = 256;
 pub(super) const BLOCK_BYTES: usize = 176;
 
+#[inline(always)]
 fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d: f32, dmin: f32) {
     y[0..2].copy_from_slice(&fp16_bytes(d));
     y[2..4].copy_from_slice(&fp16_bytes(dmin));
@@ -34,6 +35,7 @@ fn finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK], d: f32, dmin: f32) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     const SEARCH: Qkx = Qkx { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
     let mut l = [0u8; QK];
@@ -43,6 +45,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK];
     for ((xb, yb), qb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)).zip(qw.chunks_exact(QK)) {

@@ -8,6 +8,7 @@ pub(super) const QK: usize = 256;
 pub(super) const BLOCK_BYTES: usize = 210;
 
 /// `qw = None`: the ref path (weights x²); `Some`: the imatrix slice of this block.
+#[inline(always)]
 fn quantize_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut l = [0i8; QK];
     let mut w = [0.0f32; QK];
@@ -66,12 +67,14 @@ fn quantize_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)) {
         quantize_block(xb, yb, None);
     }
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     for ((xb, yb), qb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(BLOCK_BYTES)).zip(qw.chunks_exact(QK)) {
         quantize_block(xb, yb, Some(qb));

@@ -156,6 +156,42 @@ where
     combine(&parts)
 }
 
+/// Sums of one piece of a tensor: `(Σx², Σ(x-x̂)², max|x-x̂|)`; [`combine_partials`] of the
+/// pieces in a fixed order gives the tensor's [`ErrorStats`].
+pub type Partial = (f64, f64, f64);
+
+/// The serial sums of `orig` against its reconstruction, [`CHUNK`] values at a time without a
+/// reconstruction buffer (`reconstruct(start, out)` as in [`error_stats_by_chunk`], `start`
+/// relative to `orig`). For callers that already split a tensor into deterministic pieces
+/// (the GGUF encoder sums each task's rows right after encoding them).
+pub fn partial_by_chunk<F>(orig: &[f32], reconstruct: F) -> Partial
+where
+    F: Fn(usize, &mut [f32]),
+{
+    let mut buf = [0f32; CHUNK];
+    let parts: Vec<Partial> = orig
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, x)| {
+            let y = &mut buf[..x.len()];
+            reconstruct(i * CHUNK, y);
+            chunk_sums(x, y)
+        })
+        .collect();
+    let (mut sx, mut se, mut mx) = (0.0f64, 0.0f64, 0.0f64);
+    for (a, b, m) in parts {
+        sx += a;
+        se += b;
+        mx = mx.max(m);
+    }
+    (sx, se, mx)
+}
+
+/// [`ErrorStats`] from pieces' sums, added in the given order.
+pub fn combine_partials(parts: &[Partial]) -> ErrorStats {
+    combine(parts)
+}
+
 /// The first NaN or infinite value: `(index, value)`.
 pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
     let chunk = x.par_chunks(CHUNK).position_first(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))?;

@@ -182,16 +182,19 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
         }
         Encoding::Ggml(t) => {
             let mut bytes = vec![0u8; t.nbytes(cols, rows).expect("planned shape") as usize];
-            ggml::quantize(*t, w, c, None, &mut bytes);
-            // Chunks are whole blocks (CHUNK is a multiple of every block size) and rows are
-            // whole blocks, so element e lives in block e / block_size of the flat data.
+            // Each encoding task's rows are dequantized and summed right after they are
+            // encoded. Chunks are whole blocks (CHUNK is a multiple of every block size, tasks
+            // and rows are whole blocks), so value e of a task lives in block e / block_size of
+            // the task's bytes.
             let (bs, ts) = (t.block_size() as usize, t.type_size() as usize);
             debug_assert_eq!(stats::CHUNK % bs, 0);
-            let error = stats::error_stats_by_chunk(w, |start, out| {
-                let (b0, b1) = (start / bs, (start + out.len()) / bs);
-                ggml_dequant::dequantize(*t, &bytes[b0 * ts..b1 * ts], out)
+            let parts = ggml::quantize_then(*t, w, c, &mut bytes, |x, y| {
+                stats::partial_by_chunk(x, |start, out| {
+                    let (b0, b1) = (start / bs, (start + out.len()) / bs);
+                    ggml_dequant::dequantize(*t, &y[b0 * ts..b1 * ts], out)
+                })
             });
-            Encoded { tensors: vec![bytes], error }
+            Encoded { tensors: vec![bytes], error: stats::combine_partials(&parts) }
         }
         Encoding::Fp8 { format, granularity, scale_dtype, .. } => {
             // e4m3fnuz is stored in the OCP e4m3fn container vLLM reads on every platform (on

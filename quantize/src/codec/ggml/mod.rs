@@ -190,6 +190,30 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize, imatrix: Option<&[f
         .for_each(|(s, d)| encode_rows(&enc, s, n_per_row, imatrix, d, row_bytes, true));
 }
 
+/// [`quantize`] without an importance matrix, fused with a pass over each task's result:
+/// `after(rows, encoded)` runs on a task's rows right after they are encoded, while they are
+/// still in cache. Returns `after`'s results in task order; tasks are whole rows, about 64 Ki
+/// values each, fixed by the shape (not the thread count), so a reduction over the results in
+/// order is deterministic.
+pub fn quantize_then<R, F>(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8], after: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(&[f32], &[u8]) -> R + Sync,
+{
+    let (enc, row_bytes) = check(ty, src, n_per_row, None, dst);
+    if src.is_empty() {
+        return Vec::new();
+    }
+    let rows_per_task = (65536 / n_per_row).max(1);
+    src.par_chunks(rows_per_task * n_per_row)
+        .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
+        .map(|(s, d)| {
+            encode_rows(&enc, s, n_per_row, None, d, row_bytes, true);
+            after(s, d)
+        })
+        .collect()
+}
+
 /// The single-threaded twin of [`quantize`] (same bytes) with the baseline-target build of
 /// every encoder (no SIMD dispatch), used by tests to check both builds.
 pub fn quantize_serial(ty: GgmlType, src: &[f32], n_per_row: usize, imatrix: Option<&[f32]>, dst: &mut [u8]) {

@@ -10,7 +10,7 @@
 
 use crate::codec::fp8::{Fp8Format, Granularity};
 use crate::codec::int::{self, IntSpec};
-use crate::codec::stats::{self, ErrorStats};
+use crate::codec::stats::ErrorStats;
 use crate::error::{Error, Result};
 use crate::layout::gguf_mix::{self, Mixer, ModelFacts};
 use crate::layout::{self, ascend, compressed_tensors, deepseek_fp8, Encoding, OutSpec};
@@ -887,17 +887,13 @@ fn encode_weight(
             &owned
         }
     };
-    if wp.quantized() {
-        if let Some((i, v)) = stats::first_non_finite(w) {
-            let (_, cols) = layout::matrix(&wp.shape);
-            let (r, c) = (i as u64 / cols.max(1), i as u64 % cols.max(1));
-            return Err(Error::tensor(
-                &wp.name,
-                format!("non-finite weight {v} at index {i} (row {r}, column {c}); cannot quantize"),
-            ));
-        }
-    }
-    let enc = layout::encode(layout_kind, &wp.shape, &wp.encoding, w);
+    // Quantized encodings refuse non-finite weights (the GGUF encoder checks each task's rows
+    // as it encodes them; the others scan first).
+    let enc = layout::encode(layout_kind, &wp.shape, &wp.encoding, w).map_err(|(i, v)| {
+        let (_, cols) = layout::matrix(&wp.shape);
+        let (r, c) = (i as u64 / cols.max(1), i as u64 % cols.max(1));
+        Error::tensor(&wp.name, format!("non-finite weight {v} at index {i} (row {r}, column {c}); cannot quantize"))
+    })?;
     for i in wp.source.op.inputs() {
         ck.release(&ck.tensors[i]);
     }

@@ -351,3 +351,26 @@ fn throughput() {
         }
     }
 }
+
+/// The fused encoder gives `quantize`'s bytes, its per-task results in order, and refuses
+/// non-finite input with the first bad index across tasks.
+#[test]
+fn quantize_then_matches_quantize_and_finds_the_first_non_finite() {
+    use recast_quantize::codec::ggml::quantize_then;
+    let (n, rows) = (256usize, 600usize); // 256 rows per task: 3 tasks
+    let x: Vec<f32> = (0..n * rows).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0).collect();
+    for ty in [GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_K] {
+        let bytes = ty.nbytes(n as u64, rows as u64).unwrap() as usize;
+        let (mut a, mut b) = (vec![0u8; bytes], vec![0u8; bytes]);
+        quantize(ty, &x, n, None, &mut a);
+        let lens = quantize_then(ty, &x, n, &mut b, |s, d| (s.len(), d.len())).unwrap();
+        assert!(a == b, "{ty}");
+        assert_eq!(lens.iter().map(|l| l.0).collect::<Vec<_>>(), [65536, 65536, 22528]);
+        let mut bad = x.clone();
+        bad[150_000] = f32::INFINITY;
+        bad[70_000] = f32::NAN;
+        bad[140_000] = f32::NEG_INFINITY;
+        let (i, v) = quantize_then(ty, &bad, n, &mut b, |_, _| ()).unwrap_err();
+        assert!(i == 70_000 && v.is_nan(), "{ty}: {i} {v}");
+    }
+}

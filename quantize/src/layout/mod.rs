@@ -167,11 +167,17 @@ pub struct Encoded {
     pub error: ErrorStats,
 }
 
-/// Encodes weight `w` (row-major `shape`, finite) as `outputs(layout, …, enc)` describes.
-pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> Encoded {
+/// Encodes weight `w` (row-major `shape`) as `outputs(layout, …, enc)` describes. A quantized
+/// encoding of a weight with a NaN or infinity is refused: `Err((index, value))` of the first.
+pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> Result<Encoded, (usize, f32)> {
     let (rows, cols) = matrix(shape);
     let (r, c) = (rows as usize, cols as usize);
-    match enc {
+    if !matches!(enc, Encoding::Float(_) | Encoding::Ggml(_)) {
+        if let Some(bad) = stats::first_non_finite(w) {
+            return Err(bad);
+        }
+    }
+    Ok(match enc {
         Encoding::Float(d) => {
             let bytes = scalars_bytes(w, *d);
             let size = d.size().expect("float dtype");
@@ -193,7 +199,7 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
                     let (b0, b1) = (start / bs, (start + out.len()) / bs);
                     ggml_dequant::dequantize(*t, &y[b0 * ts..b1 * ts], out)
                 })
-            });
+            })?;
             Encoded { tensors: vec![bytes], error: stats::combine_partials(&parts) }
         }
         Encoding::Fp8 { format, granularity, scale_dtype, .. } => {
@@ -259,5 +265,5 @@ pub fn encode(layout: LayoutKind, shape: &[u64], enc: &Encoding, w: &[f32]) -> E
             };
             Encoded { tensors, error: stats::error_stats(w, &deq) }
         }
-    }
+    })
 }

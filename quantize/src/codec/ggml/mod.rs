@@ -190,28 +190,44 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize, imatrix: Option<&[f
         .for_each(|(s, d)| encode_rows(&enc, s, n_per_row, imatrix, d, row_bytes, true));
 }
 
-/// [`quantize`] without an importance matrix, fused with a pass over each task's result:
-/// `after(rows, encoded)` runs on a task's rows right after they are encoded, while they are
-/// still in cache. Returns `after`'s results in task order; tasks are whole rows, about 64 Ki
-/// values each, fixed by the shape (not the thread count), so a reduction over the results in
-/// order is deterministic.
-pub fn quantize_then<R, F>(ty: GgmlType, src: &[f32], n_per_row: usize, dst: &mut [u8], after: F) -> Vec<R>
+/// [`quantize`] without an importance matrix for input that may hold NaN or infinity, fused
+/// with a pass over each task's result. Each task first checks its rows (a task with a
+/// non-finite value encodes nothing), then encodes them, then runs `after(rows, encoded)`
+/// while they are still in cache. Returns `after`'s results in task order, or the index and
+/// value of the first non-finite input. Tasks are whole rows, about 64 Ki values each, fixed
+/// by the shape (not the thread count), so a reduction over the results in order is
+/// deterministic.
+pub fn quantize_then<R, F>(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    dst: &mut [u8],
+    after: F,
+) -> Result<Vec<R>, (usize, f32)>
 where
     R: Send,
     F: Fn(&[f32], &[u8]) -> R + Sync,
 {
     let (enc, row_bytes) = check(ty, src, n_per_row, None, dst);
     if src.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let rows_per_task = (65536 / n_per_row).max(1);
-    src.par_chunks(rows_per_task * n_per_row)
-        .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
-        .map(|(s, d)| {
+    let per_task = (65536 / n_per_row).max(1) * n_per_row;
+    let results: Vec<Result<R, usize>> = src
+        .par_chunks(per_task)
+        .zip(dst.par_chunks_mut(per_task / n_per_row * row_bytes))
+        .enumerate()
+        .map(|(i, (s, d))| {
+            if s.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+                let j = s.iter().position(|v| !v.is_finite()).expect("one is not finite");
+                return Err(i * per_task + j);
+            }
             encode_rows(&enc, s, n_per_row, None, d, row_bytes, true);
-            after(s, d)
+            Ok(after(s, d))
         })
-        .collect()
+        .collect();
+    // Tasks are in order, so the first failing task holds the first non-finite value.
+    results.into_iter().collect::<Result<Vec<R>, usize>>().map_err(|at| (at, src[at]))
 }
 
 /// The single-threaded twin of [`quantize`] (same bytes) with the baseline-target build of

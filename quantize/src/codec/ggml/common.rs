@@ -12,6 +12,7 @@
 //! ported (noted per function).
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// ggml's `GROUP_MAX_EPS`: groups with max |x| below this are treated as all zero.
 pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
@@ -31,6 +32,56 @@ pub(super) fn nearest_int(f: f32) -> i32 {
 pub(super) fn trunc_nonneg(v: f32) -> i32 {
     let t = nearest_int(v);
     t - ((t as f32) > v) as i32
+}
+
+/// Blocks whose fp16 scales [`ref_row`] converts in one call.
+const SCALE_GROUP: usize = 64;
+
+/// The row loop of the legacy reference encoders (Q8_0, Q4_0, Q5_0), arranged to vectorize:
+/// each block's scale `d = scale(block)`, the fp16 `d` of up to 64 blocks converted together
+/// (same rounding as one at a time), then per block the fp16 bytes and
+/// `emit(values, id = 1/d or 0, rest of the block)`.
+#[inline(always)]
+pub(super) fn ref_row<const QK: usize>(
+    x: &[f32],
+    y: &mut [u8],
+    block_bytes: usize,
+    scale: impl Fn(&[f32]) -> f32,
+    emit: impl Fn(&[f32; QK], f32, &mut [u8]),
+) {
+    let mut d = [0f32; SCALE_GROUP];
+    let mut d16 = [f16::ZERO; SCALE_GROUP];
+    for (xg, yg) in x.chunks(SCALE_GROUP * QK).zip(y.chunks_mut(SCALE_GROUP * block_bytes)) {
+        let nb = xg.len() / QK;
+        for (d, xb) in d.iter_mut().zip(xg.chunks_exact(QK)) {
+            *d = scale(xb);
+        }
+        d16[..nb].convert_from_f32_slice(&d[..nb]);
+        for (b, (xb, yb)) in xg.chunks_exact(QK).zip(yg.chunks_exact_mut(block_bytes)).enumerate() {
+            let id = if d[b] != 0.0 { 1.0 / d[b] } else { 0.0 };
+            yb[0..2].copy_from_slice(&d16[b].to_le_bytes());
+            emit(xb.try_into().expect("QK values"), id, &mut yb[2..]);
+        }
+    }
+}
+
+/// The legacy offset codes `MIN(max, (int8_t)(x·id + offset))` of one block (Q4_0: 8.5 and
+/// 15, Q5_0: 16.5 and 31). With a finite `id`, `x·id + offset` is in `[0.5, 2·offset - 0.5]`,
+/// so the int8 cast keeps the value and [`trunc_nonneg`] is the conversion.
+#[inline(always)]
+pub(super) fn offset_codes<const QK: usize>(x: &[f32; QK], id: f32, offset: f32, max: i32) -> [u8; QK] {
+    let mut q = [0u8; QK];
+    if id.is_finite() {
+        for j in 0..QK {
+            q[j] = trunc_nonneg(x[j] * id + offset).min(max) as u8;
+        }
+    } else {
+        // 1/d overflowed (subnormal max): C's conversion of ±inf / NaN.
+        for j in 0..QK {
+            q[j] = (c_f32_to_i32(x[j] * id + offset) as i8 as i32).min(max) as u8;
+        }
+    }
+    q
 }
 
 /// C's float → integer conversion as compiled for x86-64 (`cvttss2si`): truncation toward

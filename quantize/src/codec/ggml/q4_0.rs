@@ -1,9 +1,7 @@
 //! Q4_0 (18 B / 32 elements): `d: f16`, `qs: u8[16]` (low nibble = element j, high = j+16),
 //! `x = d·(q − 8)`. Ports of ggml's `quantize_row_q4_0_ref` and `quantize_row_q4_0_impl`.
 
-use super::common::{c_f32_to_i32, fp16_bytes, make_qx_quants, trunc_nonneg};
-use half::f16;
-use half::slice::HalfFloatSliceExt;
+use super::common::{fp16_bytes, make_qx_quants, offset_codes, ref_row};
 
 pub(super) const QK: usize = 32;
 pub(super) const BLOCK_BYTES: usize = 18;
@@ -21,46 +19,19 @@ pub(super) fn signed_absmax(x: &[f32]) -> f32 {
     *x.iter().find(|v| v.to_bits() & 0x7FFF_FFFF == amax).expect("the max is an element")
 }
 
-/// Codes of one block: ggml's `MIN(15, (int8_t)(x·id + 8.5f))`.
-#[inline(always)]
-fn block_codes(x: &[f32; QK], id: f32) -> [u8; QK] {
-    let mut q = [0u8; QK];
-    if id.is_finite() {
-        // |x·id| ≤ 8, so x·id + 8.5 is in [0.5, 16.5]: the int8 cast keeps the value.
-        for j in 0..QK {
-            q[j] = trunc_nonneg(x[j] * id + 8.5).min(15) as u8;
-        }
-    } else {
-        // 1/d overflowed (subnormal max): C's conversion of ±inf / NaN.
-        for j in 0..QK {
-            q[j] = (c_f32_to_i32(x[j] * id + 8.5) as i8 as i32).min(15) as u8;
-        }
-    }
-    q
-}
-
-/// Blocks whose fp16 scales are converted in one call.
-const GROUP: usize = 64;
-
-#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
-    let mut d = [0f32; GROUP];
-    let mut d16 = [f16::ZERO; GROUP];
-    for (xg, yg) in x.chunks(GROUP * QK).zip(y.chunks_mut(GROUP * BLOCK_BYTES)) {
-        let nb = xg.len() / QK;
-        for (d, xb) in d.iter_mut().zip(xg.chunks_exact(QK)) {
-            *d = signed_absmax(xb) / -8.0;
-        }
-        d16[..nb].convert_from_f32_slice(&d[..nb]);
-        for (b, (xb, yb)) in xg.chunks_exact(QK).zip(yg.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
-            let id = if d[b] != 0.0 { 1.0 / d[b] } else { 0.0 };
-            yb[0..2].copy_from_slice(&d16[b].to_le_bytes());
-            let q = block_codes(xb.try_into().expect("QK values"), id);
+    ref_row::<QK>(
+        x,
+        y,
+        BLOCK_BYTES,
+        |xb| signed_absmax(xb) / -8.0,
+        |xb, id, out| {
+            let q = offset_codes(xb, id, 8.5, 15);
             for j in 0..QK / 2 {
-                yb[2 + j] = q[j] | (q[QK / 2 + j] << 4);
+                out[j] = q[j] | (q[QK / 2 + j] << 4);
             }
-        }
-    }
+        },
+    );
 }
 
 /// Row-wide `sigma2 = Σx²/n_per_row` and weights `qw·sqrt(sigma2 + x²)` (Q4_0 / Q5_0 impl).

@@ -1,19 +1,14 @@
 //! Q8_0 (34 B / 32 elements): `d: f16`, `qs: i8[32]`; ggml's `quantize_row_q8_0_ref`.
 //! ggml's `quantize_q8_0` ignores the importance matrix, so both paths are this one.
 //!
-//! The arithmetic is ggml's, arranged so it vectorizes: the scales of up to [`GROUP`] blocks
-//! are computed first and converted to fp16 together, and `roundf` is computed without a
-//! float → int conversion per element (see [`round_half_away`]).
+//! The arithmetic is ggml's, arranged so it vectorizes: the scales of up to 64 blocks are
+//! computed first and converted to fp16 together (`common::ref_row`), and `roundf` is computed
+//! without a float → int conversion per element (see [`round_half_away`]).
 
-use super::common::{c_f32_to_i32, nearest_int};
-use half::f16;
-use half::slice::HalfFloatSliceExt;
+use super::common::{c_f32_to_i32, nearest_int, ref_row};
 
 pub(super) const QK: usize = 32;
 pub(super) const BLOCK_BYTES: usize = 34;
-
-/// Blocks whose scales are converted to fp16 in one call.
-const GROUP: usize = 64;
 
 /// ggml's running `MAX(amax, fabsf(v))` over a block. The input is finite (callers check), and
 /// finite |v| order as their bit patterns do, so the integer max is the same value, and
@@ -51,25 +46,10 @@ fn encode_block(x: &[f32; QK], id: f32, qs: &mut [u8]) {
 }
 
 /// `d = amax/127` per block, stored as fp16; codes `roundf(x / d)` computed as `x * (1/d)`.
-#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
-    let mut d = [0f32; GROUP];
-    let mut d16 = [f16::ZERO; GROUP];
-    for (xg, yg) in x.chunks(GROUP * QK).zip(y.chunks_mut(GROUP * BLOCK_BYTES)) {
-        let nb = xg.len() / QK;
-        for (d, xb) in d.iter_mut().zip(xg.chunks_exact(QK)) {
-            *d = amax(xb) / 127.0;
-        }
-        d16[..nb].convert_from_f32_slice(&d[..nb]);
-        for (b, (xb, yb)) in xg.chunks_exact(QK).zip(yg.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
-            let id = if d[b] != 0.0 { 1.0 / d[b] } else { 0.0 };
-            yb[0..2].copy_from_slice(&d16[b].to_le_bytes());
-            encode_block(xb.try_into().expect("QK values"), id, &mut yb[2..]);
-        }
-    }
+    ref_row::<QK>(x, y, BLOCK_BYTES, |xb| amax(xb) / 127.0, encode_block);
 }
 
-#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], _qw: &[f32]) {
     quantize_row_ref(x, y);
 }

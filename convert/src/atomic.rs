@@ -57,7 +57,8 @@ impl Block {
         k
     }
 
-    /// Zero-pads the filled part to a multiple of `ALIGN` (the last block of a direct write).
+    /// Zero-pads the filled part to a multiple of `ALIGN` (the last block of a direct write;
+    /// nothing when it already is one).
     fn pad(&mut self) {
         let padded = self.len.next_multiple_of(ALIGN);
         self.data[self.start + self.len..self.start + padded].fill(0);
@@ -69,6 +70,8 @@ impl Block {
 struct Writer {
     blocks: Option<SyncSender<Block>>,
     free: Receiver<Block>,
+    /// Buffers allocated so far (at most the pipeline depth).
+    made: usize,
     thread: Option<JoinHandle<io::Result<Written>>>,
 }
 
@@ -106,7 +109,7 @@ impl Writer {
             }
             Ok((file, hasher.map(|h| format!("{:x}", h.finalize()))))
         });
-        Writer { blocks: Some(tx), free, thread: Some(thread) }
+        Writer { blocks: Some(tx), free, made: 0, thread: Some(thread) }
     }
 
     /// Queues a full block; an error means the thread stopped (its error comes from `finish`).
@@ -116,12 +119,12 @@ impl Writer {
 
     /// A buffer the thread has finished with, or a new one while fewer than the pipeline
     /// depth exist.
-    fn next_buffer(&mut self, made: &mut usize) -> Block {
+    fn next_buffer(&mut self) -> Block {
         if let Ok(b) = self.free.try_recv() {
             return b;
         }
-        if *made < QUEUED + 2 {
-            *made += 1;
+        if self.made < QUEUED + 2 {
+            self.made += 1;
             return Block::new();
         }
         self.free.recv().unwrap_or_else(|_| Block::new())
@@ -141,7 +144,6 @@ pub struct AtomicFile {
     final_path: PathBuf,
     temp_path: PathBuf,
     block: Option<Block>,
-    made: usize,
     direct: bool,
     writer: Writer,
     written: u64,
@@ -196,7 +198,7 @@ impl AtomicFile {
         let temp_path = partial_path(&final_path);
         let (file, direct) = create(&temp_path, direct).map_err(|e| Error::io(&temp_path, e))?;
         let writer = Writer::spawn(file, temp_path.clone(), direct, hash);
-        Ok(AtomicFile { final_path, temp_path, block: None, made: 0, direct, writer, written: 0 })
+        Ok(AtomicFile { final_path, temp_path, block: None, direct, writer, written: 0 })
     }
 
     pub fn final_path(&self) -> &Path {
@@ -223,7 +225,7 @@ impl AtomicFile {
         while !bytes.is_empty() {
             let block = match &mut self.block {
                 Some(b) => b,
-                None => self.block.insert(self.writer.next_buffer(&mut self.made)),
+                None => self.block.insert(self.writer.next_buffer()),
             };
             let k = block.fill(bytes);
             bytes = &bytes[k..];
@@ -253,8 +255,7 @@ impl AtomicFile {
     /// directory. Returns the size and, for [`AtomicFile::create_hashed`] files, the sha256.
     pub fn commit(mut self) -> Result<Committed> {
         if let Some(mut last) = self.block.take() {
-            let padded = self.direct && !last.len.is_multiple_of(ALIGN);
-            if padded {
+            if self.direct {
                 last.pad();
             }
             if self.writer.send(last).is_err() {

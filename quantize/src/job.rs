@@ -814,13 +814,9 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
                     })
                 }
             };
-            match written {
-                Ok(c) => digests.push((names[f].0.clone(), c.bytes, c.sha256.expect("hashed file"))),
-                Err(e) => {
-                    drop(rx);
-                    return Err(Error::from(e));
-                }
-            }
+            // On an error the closure returns and drops `rx`, which stops the encoding thread.
+            let c = written?;
+            digests.push((names[f].0.clone(), c.bytes, c.sha256.expect("hashed file")));
         }
         Ok(digests)
     })

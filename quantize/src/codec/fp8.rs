@@ -483,17 +483,8 @@ pub fn dequantize(fmt: Fp8Format, q: &Quantized, rows: usize, cols: usize, g: Gr
     if rows == 0 || cols == 0 {
         return out;
     }
-    let [br, bc] = g.cell(rows, cols);
-    let nbc = scale_shape[1];
     let table = decode_table(fmt);
-    out.par_chunks_mut(cols).zip(q.codes.par_chunks(cols)).enumerate().for_each(|(r, (o, c))| {
-        let srow = &q.scales[(r / br) * nbc..(r / br + 1) * nbc];
-        for ((oc, cc), &s) in o.chunks_mut(bc).zip(c.chunks(bc)).zip(srow) {
-            for (v, &code) in oc.iter_mut().zip(cc) {
-                *v = table[code as usize] * s;
-            }
-        }
-    });
+    out.par_chunks_mut(cols).enumerate().for_each(|(r, o)| dequantize_range(&table, q, cols, g, r * cols, o));
     out
 }
 

@@ -98,13 +98,24 @@ fn chunk_sums_lanes(x: &[f32], y: &[f32]) -> (f64, f64, f64) {
     (tx, te, tm)
 }
 
-fn combine(parts: &[(f64, f64, f64)]) -> ErrorStats {
+/// Sums of one piece of a tensor: `(Σx², Σ(x-x̂)², max|x-x̂|)`; [`combine_partials`] of the
+/// pieces in a fixed order gives the tensor's [`ErrorStats`].
+pub type Partial = (f64, f64, f64);
+
+/// The pieces' sums added in the order given.
+fn add(parts: impl IntoIterator<Item = Partial>) -> Partial {
     let (mut sx, mut se, mut mx) = (0.0f64, 0.0f64, 0.0f64);
-    for &(a, b, m) in parts {
+    for (a, b, m) in parts {
         sx += a;
         se += b;
         mx = mx.max(m);
     }
+    (sx, se, mx)
+}
+
+/// [`ErrorStats`] from pieces' sums, added in the given order.
+pub fn combine_partials(parts: &[Partial]) -> ErrorStats {
+    let (sx, se, mx) = add(parts.iter().copied());
     if sx.is_nan() || se.is_nan() {
         return ErrorStats { sqnr_db: f64::NAN, rel_rmse: f64::NAN, max_abs: f64::NAN };
     }
@@ -126,14 +137,14 @@ fn check(orig: &[f32], deq: &[f32]) {
 pub fn error_stats(orig: &[f32], deq: &[f32]) -> ErrorStats {
     check(orig, deq);
     let parts: Vec<_> = orig.par_chunks(CHUNK).zip(deq.par_chunks(CHUNK)).map(|(x, y)| chunk_sums(x, y)).collect();
-    combine(&parts)
+    combine_partials(&parts)
 }
 
 /// Single-threaded twin of [`error_stats`] (identical result).
 pub fn error_stats_serial(orig: &[f32], deq: &[f32]) -> ErrorStats {
     check(orig, deq);
     let parts: Vec<_> = orig.chunks(CHUNK).zip(deq.chunks(CHUNK)).map(|(x, y)| chunk_sums(x, y)).collect();
-    combine(&parts)
+    combine_partials(&parts)
 }
 
 /// [`error_stats`] without a reconstruction buffer: `reconstruct(start, out)` fills `out` with
@@ -153,12 +164,8 @@ where
             chunk_sums(x, y)
         })
         .collect();
-    combine(&parts)
+    combine_partials(&parts)
 }
-
-/// Sums of one piece of a tensor: `(Σx², Σ(x-x̂)², max|x-x̂|)`; [`combine_partials`] of the
-/// pieces in a fixed order gives the tensor's [`ErrorStats`].
-pub type Partial = (f64, f64, f64);
 
 /// The serial sums of `orig` against its reconstruction, [`CHUNK`] values at a time without a
 /// reconstruction buffer (`reconstruct(start, out)` as in [`error_stats_by_chunk`], `start`
@@ -169,32 +176,25 @@ where
     F: Fn(usize, &mut [f32]),
 {
     let mut buf = [0f32; CHUNK];
-    let parts: Vec<Partial> = orig
-        .chunks(CHUNK)
-        .enumerate()
-        .map(|(i, x)| {
-            let y = &mut buf[..x.len()];
-            reconstruct(i * CHUNK, y);
-            chunk_sums(x, y)
-        })
-        .collect();
-    let (mut sx, mut se, mut mx) = (0.0f64, 0.0f64, 0.0f64);
-    for (a, b, m) in parts {
-        sx += a;
-        se += b;
-        mx = mx.max(m);
-    }
-    (sx, se, mx)
-}
-
-/// [`ErrorStats`] from pieces' sums, added in the given order.
-pub fn combine_partials(parts: &[Partial]) -> ErrorStats {
-    combine(parts)
+    add(orig.chunks(CHUNK).enumerate().map(|(i, x)| {
+        let y = &mut buf[..x.len()];
+        reconstruct(i * CHUNK, y);
+        chunk_sums(x, y)
+    }))
 }
 
 /// The first NaN or infinite value: `(index, value)`.
 pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
-    let chunk = x.par_chunks(CHUNK).position_first(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))?;
-    let at = chunk * CHUNK + x[chunk * CHUNK..].iter().position(|v| !v.is_finite()).expect("chunk has one");
+    let chunk = x.par_chunks(CHUNK).position_first(|c| first_non_finite_in(c).is_some())?;
+    let at = chunk * CHUNK + first_non_finite_in(&x[chunk * CHUNK..]).expect("chunk has one");
     Some((at, x[at]))
+}
+
+/// Index of the first NaN or infinity in `x`, serially: a branch-free scan (it vectorizes),
+/// then a search only when there is one.
+pub fn first_non_finite_in(x: &[f32]) -> Option<usize> {
+    if !x.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+        return None;
+    }
+    x.iter().position(|v| !v.is_finite())
 }

@@ -32,6 +32,7 @@ mod q5_k;
 mod q6_k;
 mod q8_0;
 
+use super::stats;
 use rayon::prelude::*;
 use recast_convert::ggml_type::GGML_TYPES;
 use recast_convert::GgmlType;
@@ -169,6 +170,12 @@ fn encode_rows(
     }
 }
 
+/// Whole rows per parallel task, about 64 Ki values each, so short rows don't drown in
+/// scheduling. Depends only on the shape.
+fn rows_per_task(n_per_row: usize) -> usize {
+    (65536 / n_per_row).max(1)
+}
+
 /// Quantizes `src` (nrows × n_per_row f32, row-major) into `dst` (exactly nrows × row bytes of `ty`),
 /// as ggml's `ggml_quantize_chunk` does: `imatrix = None` → the `quantize_row_X_ref` path;
 /// `Some(w)` (len n_per_row, one weight per column) → ggml's `quantize_row_X_impl` path with those
@@ -183,8 +190,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize, imatrix: Option<&[f
     if src.is_empty() {
         return;
     }
-    // Whole rows per task, about 64 Ki values each, so short rows don't drown in scheduling.
-    let rows_per_task = (65536 / n_per_row).max(1);
+    let rows_per_task = rows_per_task(n_per_row);
     src.par_chunks(rows_per_task * n_per_row)
         .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
         .for_each(|(s, d)| encode_rows(&enc, s, n_per_row, imatrix, d, row_bytes, true));
@@ -212,14 +218,14 @@ where
     if src.is_empty() {
         return Ok(Vec::new());
     }
-    let per_task = (65536 / n_per_row).max(1) * n_per_row;
+    let rows_per_task = rows_per_task(n_per_row);
+    let per_task = rows_per_task * n_per_row;
     let results: Vec<Result<R, usize>> = src
         .par_chunks(per_task)
-        .zip(dst.par_chunks_mut(per_task / n_per_row * row_bytes))
+        .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
         .enumerate()
         .map(|(i, (s, d))| {
-            if s.iter().fold(false, |bad, v| bad | !v.is_finite()) {
-                let j = s.iter().position(|v| !v.is_finite()).expect("one is not finite");
+            if let Some(j) = stats::first_non_finite_in(s) {
                 return Err(i * per_task + j);
             }
             encode_rows(&enc, s, n_per_row, None, d, row_bytes, true);

@@ -5,46 +5,14 @@
 use recast_convert::{Checkpoint, DType, Storage};
 use recast_validate::Engine;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::{fails, fixture, ok, recast_env, s};
 
 const LLAMA_FAMILY: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "smollm"];
 
-fn tiny(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(arch)
-}
-
 fn prompts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart-prompts.jsonl")
-}
-
-fn recast_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recast"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run recast")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = recast_env(args, &[]);
-    assert!(out.status.success(), "recast {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = recast_env(args, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "recast {args:?} should fail with exit 2:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn write_recipe(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -52,6 +20,15 @@ fn write_recipe(dir: &Path, name: &str, body: &str) -> PathBuf {
     let text = format!("name: {name}\ntarget: {{hardware: reference, runtime: recast reference engine}}\n{body}\n");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// low-rank-kv-full in the GGUF layout with F32 weights.
+fn full_rank_gguf_recipe(dir: &Path) -> PathBuf {
+    write_recipe(
+        dir,
+        "full-gguf",
+        "extends: low-rank-kv-full\nlayout: gguf\nrules:\n  - targets: [Linear]\n    scheme: {type: float, dtype: f32}",
+    )
 }
 
 /// `recast validate CANDIDATE --golden G --json`: (mean KLD, top-1 agreement).
@@ -69,20 +46,16 @@ fn tensor_bytes(ck: &Checkpoint, name: &str) -> Vec<u8> {
 #[test]
 fn full_rank_reproduces_every_llama_family_fixture_in_both_layouts() {
     let dir = tempfile::tempdir().unwrap();
-    let gguf_recipe = write_recipe(
-        dir.path(),
-        "full-gguf",
-        "extends: low-rank-kv-full\nlayout: gguf\nrules:\n  - targets: [Linear]\n    scheme: {type: float, dtype: f32}",
-    );
+    let gguf_recipe = full_rank_gguf_recipe(dir.path());
     for arch in LLAMA_FAMILY {
         let golden = dir.path().join(format!("{arch}-golden.safetensors"));
-        ok(&["golden", s(&tiny(arch)), "-o", s(&golden), "--prompts", s(&prompts())]);
+        ok(&["golden", s(&fixture(arch)), "-o", s(&golden), "--prompts", s(&prompts())]);
         let hf = dir.path().join(format!("{arch}-full"));
-        ok(&["quantize", s(&tiny(arch)), "-o", s(&hf), "--recipe", "low-rank-kv-full"]);
+        ok(&["quantize", s(&fixture(arch)), "-o", s(&hf), "--recipe", "low-rank-kv-full"]);
         let gguf = dir.path().join(format!("{arch}-full.gguf"));
-        ok(&["quantize", s(&tiny(arch)), "-o", s(&gguf), "--recipe", s(&gguf_recipe)]);
+        ok(&["quantize", s(&fixture(arch)), "-o", s(&gguf), "--recipe", s(&gguf_recipe)]);
 
-        let (orig, lr) = (Checkpoint::open(tiny(arch)).unwrap(), Checkpoint::open(&hf).unwrap());
+        let (orig, lr) = (Checkpoint::open(fixture(arch)).unwrap(), Checkpoint::open(&hf).unwrap());
         assert!(lr.get("model.layers.0.self_attn.k_proj.weight").is_none(), "{arch}: k_proj replaced");
         let cfg = Engine::new(&orig, 1).unwrap().config;
         let (width, layers) = (2 * cfg.num_key_value_heads * cfg.head_dim, cfg.num_hidden_layers as usize);
@@ -107,18 +80,14 @@ fn full_rank_reproduces_every_llama_family_fixture_in_both_layouts() {
 #[test]
 fn gguf_key_rows_are_permuted_like_attn_k_by_both_writers() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = write_recipe(
-        dir.path(),
-        "full-gguf",
-        "extends: low-rank-kv-full\nlayout: gguf\nrules:\n  - targets: [Linear]\n    scheme: {type: float, dtype: f32}",
-    );
+    let recipe = full_rank_gguf_recipe(dir.path());
     for arch in ["llama", "qwen2"] {
         let hf = dir.path().join(format!("{arch}-hf"));
         let direct = dir.path().join(format!("{arch}-direct.gguf"));
         let converted = dir.path().join(format!("{arch}-converted.gguf"));
         let back = dir.path().join(format!("{arch}-back"));
-        ok(&["quantize", s(&tiny(arch)), "-o", s(&hf), "--recipe", "low-rank-kv-full"]);
-        ok(&["quantize", s(&tiny(arch)), "-o", s(&direct), "--recipe", s(&recipe)]);
+        ok(&["quantize", s(&fixture(arch)), "-o", s(&hf), "--recipe", "low-rank-kv-full"]);
+        ok(&["quantize", s(&fixture(arch)), "-o", s(&direct), "--recipe", s(&recipe)]);
         ok(&["convert", s(&hf), "-o", s(&converted), "--dtype", "f32"]);
         ok(&["convert", s(&direct), "-o", s(&back), "--dtype", "f32"]);
         let (h, d, c, b) = (
@@ -143,7 +112,7 @@ fn gguf_key_rows_are_permuted_like_attn_k_by_both_writers() {
 #[test]
 fn calibration_statistics_are_deterministic_checked_and_change_the_factors() {
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny("qwen2");
+    let m = fixture("qwen2");
     let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
     for (out, threads) in [(&a, "1"), (&b, "2")] {
         let o = recast_env(
@@ -196,7 +165,7 @@ fn calibration_statistics_are_deterministic_checked_and_change_the_factors() {
 
     // Statistics of another model, or of a model with another shape, are refused.
     let other = dir.path().join("llama.safetensors");
-    ok(&["calibrate", s(&tiny("llama")), "--prompts", s(&prompts()), "-o", s(&other)]);
+    ok(&["calibrate", s(&fixture("llama")), "--prompts", s(&prompts()), "-o", s(&other)]);
     let x = dir.path().join("x");
     let half =
         |extra: &[&str]| fails(&[&["quantize", s(&m), "-o", s(&x), "--recipe", "low-rank-kv-50"], extra].concat());
@@ -212,7 +181,7 @@ fn calibration_statistics_are_deterministic_checked_and_change_the_factors() {
 #[test]
 fn rank_rules_budget_and_energy_in_the_plan() {
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny("llama");
+    let m = fixture("llama");
     let plan = |body: &str| -> serde_json::Value {
         let r = write_recipe(dir.path(), "r", body);
         let out = ok(&["quantize", s(&m), "-o", s(&dir.path().join("o")), "--recipe", s(&r), "--dry-run", "--json"]);
@@ -242,28 +211,28 @@ fn bad_inputs_exit_2_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().join("o");
     let too_big = write_recipe(dir.path(), "big", "layout: hf\nlow_rank_kv: {rank: 65}");
-    let err = fails(&["quantize", s(&tiny("llama")), "-o", s(&o), "--recipe", s(&too_big)]);
+    let err = fails(&["quantize", s(&fixture("llama")), "-o", s(&o), "--recipe", s(&too_big)]);
     assert!(err.contains("rank 65 is larger than") && err.contains("at most rank 64"), "{err}");
-    let err = fails(&["quantize", s(&tiny("deepseek_v2")), "-o", s(&o), "--recipe", "low-rank-kv-full"]);
+    let err = fails(&["quantize", s(&fixture("deepseek_v2")), "-o", s(&o), "--recipe", "low-rank-kv-full"]);
     assert!(err.contains("multi-head latent attention"), "{err}");
     let err =
-        fails(&["calibrate", s(&tiny("deepseek_v3")), "--prompts", s(&prompts()), "-o", s(&dir.path().join("st"))]);
+        fails(&["calibrate", s(&fixture("deepseek_v3")), "--prompts", s(&prompts()), "-o", s(&dir.path().join("st"))]);
     assert!(err.contains("multi-head latent attention"), "{err}");
     // Factoring an already factored model.
     let lr = dir.path().join("lr");
-    ok(&["quantize", s(&tiny("llama")), "-o", s(&lr), "--recipe", "low-rank-kv-full"]);
+    ok(&["quantize", s(&fixture("llama")), "-o", s(&lr), "--recipe", "low-rank-kv-full"]);
     let err = fails(&["quantize", s(&lr), "-o", s(&o), "--recipe", "low-rank-kv-full"]);
     assert!(err.contains("already low-rank"), "{err}");
     // A runtime target cannot take low-rank layers yet; fractions are checked.
     let h100 = dir.path().join("h100.yaml");
     std::fs::write(&h100, "name: h\nextends: nvidia-h100-fp8-block\nlow_rank_kv: {ratio: 0.5}\n").unwrap();
-    let err = fails(&["quantize", s(&tiny("llama")), "-o", s(&o), "--recipe", s(&h100)]);
+    let err = fails(&["quantize", s(&fixture("llama")), "-o", s(&o), "--recipe", s(&h100)]);
     assert!(err.contains("hardware: reference"), "{err}");
     let bad = write_recipe(dir.path(), "bad", "layout: hf\nlow_rank_kv: {ratio: 1.5}");
-    let err = fails(&["quantize", s(&tiny("llama")), "-o", s(&o), "--recipe", s(&bad)]);
+    let err = fails(&["quantize", s(&fixture("llama")), "-o", s(&o), "--recipe", s(&bad)]);
     assert!(err.contains("1.5 is not a fraction"), "{err}");
     let two = write_recipe(dir.path(), "two", "layout: hf\nlow_rank_kv: {ratio: 0.5, rank: 3}");
-    fails(&["quantize", s(&tiny("llama")), "-o", s(&o), "--recipe", s(&two)]);
+    fails(&["quantize", s(&fixture("llama")), "-o", s(&o), "--recipe", s(&two)]);
     assert!(!o.exists());
 }
 
@@ -271,7 +240,7 @@ fn bad_inputs_exit_2_with_the_reason() {
 #[test]
 fn composes_with_q8_0_and_fp8() {
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny("smollm");
+    let m = fixture("smollm");
     let stats = dir.path().join("stats.safetensors");
     ok(&["calibrate", s(&m), "--prompts", s(&prompts()), "-o", s(&stats)]);
     let golden = dir.path().join("golden.safetensors");
@@ -311,7 +280,7 @@ fn composes_with_q8_0_and_fp8() {
 #[test]
 fn kv_cache_size_of_mla_models() {
     for arch in ["deepseek_v2", "deepseek_v3"] {
-        let ck = Checkpoint::open(tiny(arch)).unwrap();
+        let ck = Checkpoint::open(fixture(arch)).unwrap();
         let e = Engine::new(&ck, 1).unwrap();
         let m = e.config.mla.as_ref().unwrap();
         let per = m.kv_lora_rank + m.qk_rope_head_dim;
@@ -325,7 +294,7 @@ fn kv_cache_size_of_mla_models() {
 fn full_rank_of_a_bf16_model_keeps_f32_factors_and_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     let bf16 = dir.path().join("bf16");
-    ok(&["convert", s(&tiny("qwen2")), "-o", s(&bf16), "--dtype", "bf16"]);
+    ok(&["convert", s(&fixture("qwen2")), "-o", s(&bf16), "--dtype", "bf16"]);
     let golden = dir.path().join("golden.safetensors");
     ok(&["golden", s(&bf16), "-o", s(&golden), "--prompts", s(&prompts())]);
     let full = dir.path().join("full");

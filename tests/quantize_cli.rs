@@ -3,40 +3,10 @@
 use recast_convert::{Checkpoint, DType, Storage};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn fixture(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(arch)
-}
-
-fn recast_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recast"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run recast")
-}
-
-fn recast(args: &[&str]) -> Output {
-    recast_env(args, &[])
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = recast(args);
-    assert!(out.status.success(), "recast {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = recast(args);
-    assert_eq!(out.status.code(), Some(2), "recast {args:?} should fail with exit 2");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{fails, fixture, ok, recast_env, s};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

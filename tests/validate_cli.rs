@@ -5,26 +5,17 @@ use recast_convert::safetensors::{writer::write_shard, SafetensorsPlan};
 use recast_convert::{Checkpoint, DType, Storage};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{fixture, ok, recast, s};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tiny(arch: &str) -> PathBuf {
-    root().join("tests/fixtures/tiny").join(arch)
-}
-
 fn metrics_fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/metrics").join(name)
-}
-
-fn recast(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recast")).args(args).output().expect("run recast")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn code(out: &Output) -> i32 {
@@ -35,19 +26,13 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn ok(args: &[&str]) -> Output {
-    let out = recast(args);
-    assert_eq!(code(&out), 0, "recast {args:?}:\n{}", stderr(&out));
-    out
-}
-
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", stderr(out)))
 }
 
 /// Writes the two prompts of a fixture's reference.safetensors (12 tokens each) as JSONL.
 fn reference_prompts(arch: &str, path: &Path) {
-    let ck = Checkpoint::open(tiny(arch).join("reference.safetensors")).unwrap();
+    let ck = Checkpoint::open(fixture(arch).join("reference.safetensors")).unwrap();
     let t = ck.get("tokens").unwrap();
     let seq = t.shape[1] as usize;
     let ids: Vec<i64> = ck.bytes(t).chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
@@ -63,10 +48,10 @@ const TEXT_PROMPTS: &str = r#"{"text": "The quick brown fox jumps over the lazy 
 
 /// A copy of a fixture directory with `tensor` scaled by `factor` (written through the library).
 fn perturbed_copy(arch: &str, tensor: &str, factor: f32, dir: &Path) {
-    let ck = Checkpoint::open(tiny(arch)).unwrap();
+    let ck = Checkpoint::open(fixture(arch)).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(tiny(arch).join(f), dir.join(f)).unwrap();
+        std::fs::copy(fixture(arch).join(f), dir.join(f)).unwrap();
     }
     let list = ck.tensors.iter().map(|t| match t.storage {
         Storage::Dense(d) => (t.name.clone(), d, t.shape.clone()),
@@ -95,10 +80,10 @@ fn golden_against_itself_reports_kld_0_and_passes() {
     let prompts = tmp.path().join("prompts.jsonl");
     std::fs::write(&prompts, TEXT_PROMPTS).unwrap();
     let golden = tmp.path().join("golden.safetensors");
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
 
     let out =
-        ok(&["validate", s(&tiny("qwen2")), "--golden", s(&golden), "--max-kld", "0", "--min-top1", "1", "--json"]);
+        ok(&["validate", s(&fixture("qwen2")), "--golden", s(&golden), "--max-kld", "0", "--min-top1", "1", "--json"]);
     let v = json(&out);
     assert_eq!(v["verdict"]["pass"], true);
     assert_eq!(v["overall"]["kld"]["max"], 0.0);
@@ -125,13 +110,13 @@ fn golden_against_itself_reports_kld_0_and_passes() {
 #[test]
 fn text_prompts_encode_like_transformers() {
     let cases: Value =
-        serde_json::from_slice(&std::fs::read(tiny("llama").join("tokenizer_cases.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture("llama").join("tokenizer_cases.json")).unwrap()).unwrap();
     let case = &cases[0];
     let tmp = tempfile::tempdir().unwrap();
     let prompts = tmp.path().join("p.jsonl");
     std::fs::write(&prompts, serde_json::json!({ "text": case["text"] }).to_string()).unwrap();
     let golden = tmp.path().join("g.safetensors");
-    ok(&["golden", s(&tiny("llama")), "-o", s(&golden), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("llama")), "-o", s(&golden), "--prompts", s(&prompts)]);
     let ck = Checkpoint::open(&golden).unwrap();
     let t = ck.get("tokens").unwrap();
     let ids: Vec<u64> = ck.bytes(t).chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64).collect();
@@ -145,7 +130,7 @@ fn perturbed_weights_fail_with_exit_1() {
     let prompts = tmp.path().join("prompts.jsonl");
     reference_prompts("qwen2", &prompts);
     let golden = tmp.path().join("golden.safetensors");
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
     let model = tmp.path().join("perturbed");
     perturbed_copy("qwen2", "model.layers.0.mlp.down_proj.weight", 4.0, &model);
 
@@ -182,9 +167,9 @@ fn gguf_of_the_same_model_matches_fingerprints_and_logits() {
     std::fs::write(&prompts, TEXT_PROMPTS).unwrap();
     for arch in ["qwen2", "llama"] {
         let golden = tmp.path().join(format!("{arch}.golden"));
-        ok(&["golden", s(&tiny(arch)), "-o", s(&golden), "--prompts", s(&prompts)]);
+        ok(&["golden", s(&fixture(arch)), "-o", s(&golden), "--prompts", s(&prompts)]);
         let gguf = tmp.path().join(format!("{arch}.gguf"));
-        ok(&["convert", s(&tiny(arch)), "-o", s(&gguf), "--dtype", "f32"]);
+        ok(&["convert", s(&fixture(arch)), "-o", s(&gguf), "--dtype", "f32"]);
         let v = json(&ok(&["validate", s(&gguf), "--golden", s(&golden), "--max-kld", "1e-9", "--json"]));
         assert!(v["checks"].to_string().contains("tokenizer fingerprint matches"), "{arch}: {}", v["checks"]);
         assert_eq!(v["overall"]["top1"], 1.0, "{arch}");
@@ -198,11 +183,11 @@ fn compact_golden_scores_like_the_full_one() {
     reference_prompts("qwen2", &prompts);
     let full = tmp.path().join("full.safetensors");
     let compact = tmp.path().join("top32.safetensors");
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&full), "--prompts", s(&prompts)]);
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&compact), "--prompts", s(&prompts), "--compact", "topk=32"]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&full), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&compact), "--prompts", s(&prompts), "--compact", "topk=32"]);
     assert!(std::fs::metadata(&compact).unwrap().len() < std::fs::metadata(&full).unwrap().len() / 3);
 
-    let v = json(&ok(&["validate", s(&tiny("qwen2")), "--golden", s(&compact), "--max-kld", "0", "--json"]));
+    let v = json(&ok(&["validate", s(&fixture("qwen2")), "--golden", s(&compact), "--max-kld", "0", "--json"]));
     assert_eq!(v["overall"]["kld"]["max"], 0.0, "identical model against the compact form");
     assert_eq!(v["golden"]["form"], "topk=32");
 
@@ -226,16 +211,16 @@ fn another_model_or_tokenizer_exits_2() {
     let prompts = tmp.path().join("prompts.jsonl");
     std::fs::write(&prompts, TEXT_PROMPTS).unwrap();
     let golden = tmp.path().join("golden.safetensors");
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
 
-    let out = recast(&["validate", s(&tiny("llama")), "--golden", s(&golden)]);
+    let out = recast(&["validate", s(&fixture("llama")), "--golden", s(&golden)]);
     assert_eq!(code(&out), 2);
     let e = stderr(&out);
     assert!(e.contains("model differs") && e.contains("hidden_size"), "{e}");
 
     let model = tmp.path().join("other-tokenizer");
     perturbed_copy("qwen2", "none", 1.0, &model);
-    std::fs::copy(tiny("smollm").join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
+    std::fs::copy(fixture("smollm").join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
     let out = recast(&["validate", s(&model), "--golden", s(&golden)]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("tokenizer differs"), "{}", stderr(&out));
@@ -358,7 +343,7 @@ fn markdown_report_snapshot() {
         "--golden",
         s(&metrics_fixture("golden.safetensors")),
         "--tokenizer",
-        s(&tiny("qwen2").join("tokenizer.json")),
+        s(&fixture("qwen2").join("tokenizer.json")),
         "--max-kld",
         "0.1",
         "--min-top1",
@@ -381,17 +366,19 @@ fn noise_floor_matches_the_documented_numbers() {
     let prompts = tmp.path().join("prompts.jsonl");
     reference_prompts("qwen2", &prompts);
     let golden = tmp.path().join("golden.safetensors");
-    ok(&["golden", s(&tiny("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
+    ok(&["golden", s(&fixture("qwen2")), "-o", s(&golden), "--prompts", s(&prompts)]);
     let measure = |candidate: &Path, golden: &Path| {
         let v = json(&ok(&["validate", s(candidate), "--golden", s(golden), "--json"]));
         let o = &v["overall"];
         (o["kld"]["mean"].as_f64().unwrap(), o["kld"]["max"].as_f64().unwrap(), o["top1"].as_f64().unwrap())
     };
-    let mut got =
-        vec![measure(&tiny("qwen2"), &golden), measure(&tiny("qwen2"), &tiny("qwen2").join("reference.safetensors"))];
+    let mut got = vec![
+        measure(&fixture("qwen2"), &golden),
+        measure(&fixture("qwen2"), &fixture("qwen2").join("reference.safetensors")),
+    ];
     for dtype in ["f16", "bf16"] {
         let m = tmp.path().join(dtype);
-        ok(&["convert", s(&tiny("qwen2")), "-o", s(&m), "--dtype", dtype]);
+        ok(&["convert", s(&fixture("qwen2")), "-o", s(&m), "--dtype", dtype]);
         got.push(measure(&m, &golden));
     }
     let table: Vec<_> =

@@ -6,6 +6,9 @@
 //! and written in aligned 8 MiB blocks: the bytes go from our buffer to the disk without the
 //! page-cache copy, which on the VMs we measured costs more CPU than the conversion itself
 //! (buffered writes ~0.4 GB/s of one core; direct ~1.9 GB/s; bench/convert/README.md).
+//! A file's sha256, when asked for, is computed by the thread that hands over the bytes, as it
+//! copies them into blocks, so hashing overlaps the writer thread's waiting on the disk rather
+//! than adding to it.
 //! Filesystems that refuse `O_DIRECT` (tmpfs, some network filesystems) get buffered writes;
 //! `RECAST_DIRECT_IO=0` forces them everywhere. Either way the file is fsynced before the
 //! rename, and its bytes do not depend on the mode.
@@ -32,15 +35,13 @@ struct Block {
     start: usize,
     /// Bytes to write.
     len: usize,
-    /// Bytes of content (less than `len` once [`Block::pad`] added alignment zeros).
-    content: usize,
 }
 
 impl Block {
     fn new() -> Block {
         let data = vec![0u8; BLOCK + ALIGN];
         let start = data.as_ptr().align_offset(ALIGN);
-        Block { data, start, len: 0, content: 0 }
+        Block { data, start, len: 0 }
     }
 
     fn filled(&self) -> &[u8] {
@@ -53,7 +54,6 @@ impl Block {
         let at = self.start + self.len;
         self.data[at..at + k].copy_from_slice(&bytes[..k]);
         self.len += k;
-        self.content = self.len;
         k
     }
 
@@ -72,25 +72,18 @@ struct Writer {
     free: Receiver<Block>,
     /// Buffers allocated so far (at most the pipeline depth).
     made: usize,
-    thread: Option<JoinHandle<io::Result<Written>>>,
+    thread: Option<JoinHandle<io::Result<File>>>,
 }
 
-/// What the writer thread hands back: the file, and its content's sha256 when asked for.
-type Written = (File, Option<String>);
-
 impl Writer {
-    fn spawn(file: File, path: PathBuf, direct: bool, hash: bool) -> Writer {
+    fn spawn(file: File, path: PathBuf, direct: bool) -> Writer {
         let (tx, rx) = mpsc::sync_channel::<Block>(QUEUED);
         let (free_tx, free) = mpsc::channel();
-        let thread = std::thread::spawn(move || -> io::Result<Written> {
+        let thread = std::thread::spawn(move || -> io::Result<File> {
             let mut file = file;
             let mut direct = direct;
             let mut at = 0u64;
-            let mut hasher = hash.then(Sha256::new);
             for mut block in rx {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&block.filled()[..block.content]);
-                }
                 match file.write_all(block.filled()) {
                     // A filesystem that accepted the flag at open may still refuse the write
                     // (alignment): reopen without it where the data ends, and go on buffered.
@@ -104,10 +97,9 @@ impl Writer {
                 }
                 at += block.len as u64;
                 block.len = 0;
-                block.content = 0;
                 let _ = free_tx.send(block);
             }
-            Ok((file, hasher.map(|h| format!("{:x}", h.finalize()))))
+            Ok(file)
         });
         Writer { blocks: Some(tx), free, made: 0, thread: Some(thread) }
     }
@@ -130,9 +122,8 @@ impl Writer {
         self.free.recv().unwrap_or_else(|_| Block::new())
     }
 
-    /// Waits for every queued block to be written; returns the file and the sha256 of its
-    /// content (when asked for), or the first error.
-    fn finish(&mut self) -> io::Result<Written> {
+    /// Waits for every queued block to be written; returns the file or the first error.
+    fn finish(&mut self) -> io::Result<File> {
         self.blocks = None;
         let thread = self.thread.take().expect("finish once");
         thread.join().unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")))
@@ -147,6 +138,7 @@ pub struct AtomicFile {
     direct: bool,
     writer: Writer,
     written: u64,
+    hasher: Option<Sha256>,
 }
 
 /// The temporary name used for `final_path` while it is being written.
@@ -185,8 +177,8 @@ impl AtomicFile {
     }
 
     /// As [`AtomicFile::create`], also computing the sha256 of the content as it is written
-    /// (on the writer thread; [`AtomicFile::commit`] returns it), so callers that record a
-    /// digest need not read the file back.
+    /// ([`AtomicFile::commit`] returns it), so callers that record a digest need not read the
+    /// file back.
     pub fn create_hashed(final_path: impl AsRef<Path>) -> Result<Self> {
         Self::create_with(final_path.as_ref(), direct_io_allowed(), true)
     }
@@ -197,8 +189,9 @@ impl AtomicFile {
         let final_path = final_path.to_path_buf();
         let temp_path = partial_path(&final_path);
         let (file, direct) = create(&temp_path, direct).map_err(|e| Error::io(&temp_path, e))?;
-        let writer = Writer::spawn(file, temp_path.clone(), direct, hash);
-        Ok(AtomicFile { final_path, temp_path, block: None, direct, writer, written: 0 })
+        let writer = Writer::spawn(file, temp_path.clone(), direct);
+        let hasher = hash.then(Sha256::new);
+        Ok(AtomicFile { final_path, temp_path, block: None, direct, writer, written: 0, hasher })
     }
 
     pub fn final_path(&self) -> &Path {
@@ -222,6 +215,9 @@ impl AtomicFile {
     pub fn write_all(&mut self, mut bytes: &[u8]) -> Result<()> {
         assert!(self.writer.blocks.is_some(), "write after commit");
         self.written += bytes.len() as u64;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(bytes);
+        }
         while !bytes.is_empty() {
             let block = match &mut self.block {
                 Some(b) => b,
@@ -262,7 +258,8 @@ impl AtomicFile {
                 return Err(self.writer_error());
             }
         }
-        let (file, sha256) = self.writer.finish().map_err(|e| Error::io(&self.temp_path, e))?;
+        let file = self.writer.finish().map_err(|e| Error::io(&self.temp_path, e))?;
+        let sha256 = self.hasher.take().map(|h| format!("{:x}", h.finalize()));
         // The last direct block was padded to the alignment; cut the file to its length.
         if self.direct && !self.written.is_multiple_of(ALIGN as u64) {
             file.set_len(self.written).map_err(|e| Error::io(&self.temp_path, e))?;

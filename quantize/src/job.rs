@@ -685,6 +685,9 @@ pub struct OutputReport {
 /// Progress callback: `(weight name, index, count)` after each weight.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
+/// Bytes of encoded weights that may wait to be written (see [`execute_files`]).
+const IN_FLIGHT: u64 = 64 << 20;
+
 struct Pending {
     weight: usize,
     tensors: Vec<Vec<u8>>,
@@ -735,9 +738,10 @@ pub fn execute(ck: &Checkpoint, plan: &QuantPlan, progress: Progress) -> Result<
 /// fall in two files is encoded for each (the encoding is deterministic, so the bytes agree).
 ///
 /// One thread encodes weights in file order (each weight's rows in parallel) and hands them
-/// over a channel of depth one to the writer, so the next weight is encoded while the current
-/// one is written; at most two weights' encodings are in memory. Bytes are those of encoding
-/// each weight on its own, whatever the thread count.
+/// to the writer, so encoding goes on while earlier weights are hashed and written. Encodings
+/// not yet written are bounded by [`IN_FLIGHT`] bytes, or one weight when a weight is bigger:
+/// a big weight (a token embedding) does not stall the encoders while it is written. Bytes
+/// are those of encoding each weight on its own, whatever the thread count.
 pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progress: Progress) -> Result<Written> {
     // Output slots in write order, then the weights in the order the writer will need them.
     let slot_order: Vec<Vec<usize>> = files
@@ -763,7 +767,9 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
     let mut reports: Vec<(usize, WeightReport)> = Vec::with_capacity(n);
     let layout_kind = plan.recipe.layout;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<EncodedWeight>>(1);
+        let (tx, rx) = std::sync::mpsc::channel::<Result<EncodedWeight>>();
+        // The writer hands back the size of each weight it has written.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<u64>();
         let weights = &plan.weights;
         let order = &order;
         let low_rank = plan.low_rank.as_ref();
@@ -771,7 +777,17 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
             // The factors of the layer being written: its two or three tensors come from one
             // decomposition.
             let mut factors: Option<LayerFactors> = None;
+            let mut in_flight = 0u64;
             for &w in order {
+                let size = weights[w].bytes();
+                while in_flight > 0 && in_flight + size > IN_FLIGHT {
+                    match done_rx.recv() {
+                        Ok(b) => in_flight -= b,
+                        // The writer stopped (its error is reported there).
+                        Err(_) => return,
+                    }
+                }
+                in_flight += size;
                 let r = encode_weight(ck, layout_kind, &weights[w], low_rank, &mut factors).map(|(t, rep)| (w, t, rep));
                 let failed = r.is_err();
                 // A closed channel means the writer stopped (its error is reported there).
@@ -789,7 +805,9 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
                 assert_eq!(got, w, "weights are written in the order planned");
                 progress(&plan.weights[w].name, reports.len(), n);
                 reports.push((w, report));
-                pending = Some(Pending { weight: w, tensors });
+                if let Some(done) = pending.replace(Pending { weight: w, tensors }) {
+                    let _ = done_tx.send(plan.weights[done.weight].bytes());
+                }
             }
             let p = pending.as_mut().expect("pending weight");
             sink.write(&std::mem::take(&mut p.tensors[k]))?;

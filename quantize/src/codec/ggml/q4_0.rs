@@ -19,6 +19,7 @@ pub(super) fn signed_absmax(x: &[f32]) -> f32 {
     *x.iter().find(|v| v.to_bits() & 0x7FFF_FFFF == amax).expect("the max is an element")
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     ref_row::<QK>(
         x,

@@ -21,6 +21,7 @@ pub(super) fn pack_q5(codes: impl Fn(usize) -> u8, qh_out: &mut [u8], qs: &mut [
     qh_out[..4].copy_from_slice(&qh.to_le_bytes());
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     ref_row::<QK>(
         x,
@@ -35,6 +36,7 @@ pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     );
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], qw: &[f32]) {
     legacy_qx_row(x, y, qw, 16, BLOCK_BYTES, |yb, d, l| {
         yb[0..2].copy_from_slice(&fp16_bytes(d));

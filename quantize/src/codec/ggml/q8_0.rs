@@ -46,10 +46,12 @@ fn encode_block(x: &[f32; QK], id: f32, qs: &mut [u8]) {
 }
 
 /// `d = amax/127` per block, stored as fp16; codes `roundf(x / d)` computed as `x * (1/d)`.
+#[inline(always)]
 pub(super) fn quantize_row_ref(x: &[f32], y: &mut [u8]) {
     ref_row::<QK>(x, y, BLOCK_BYTES, |xb| amax(xb) / 127.0, encode_block);
 }
 
+#[inline(always)]
 pub(super) fn quantize_row_impl(x: &[f32], y: &mut [u8], _qw: &[f32]) {
     quantize_row_ref(x, y);
 }

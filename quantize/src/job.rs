@@ -16,6 +16,7 @@ use crate::layout::gguf_mix::{self, Mixer, ModelFacts};
 use crate::layout::{self, ascend, compressed_tensors, deepseek_fp8, Encoding, OutSpec};
 use crate::lowrank_kv::{self, KvPlan, LayerFactors};
 use crate::recipe::{Activations, FloatDtype, Indivisible, LayoutKind, Recipe, Scheme, Strategy};
+use rayon::prelude::*;
 use recast_convert::atomic::{self, Sink};
 use recast_convert::gguf::{self, Value};
 use recast_convert::job::{self as cjob, json_bytes, torch_name, OutFormat};
@@ -688,6 +689,28 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 /// Bytes of encoded weights that may wait to be written (see [`execute_files`]).
 const IN_FLIGHT: u64 = 64 << 20;
 
+/// f32 bytes of source weights encoded together as one group (see [`group_len`]).
+const GROUP_F32_BYTES: u64 = 32 << 20;
+
+/// How many of `order`'s first weights are encoded together: consecutive weights holding at
+/// most [`GROUP_F32_BYTES`] of f32 values, or the first weight alone when it is bigger or a
+/// low-rank KV tensor (those share the layer's decomposition, computed once in order). Small
+/// weights (norms, the projections of a 135M model) then cost one parallel job per group
+/// instead of one each; memory holds the group's values and encodings.
+fn group_len(weights: &[WeightPlan], order: &[usize]) -> usize {
+    let mut bytes = 0u64;
+    let mut k = 0;
+    for &w in order {
+        let wp = &weights[w];
+        bytes += wp.numel() * 4;
+        if wp.low_rank.is_some() || (k > 0 && bytes > GROUP_F32_BYTES) {
+            break;
+        }
+        k += 1;
+    }
+    k.max(1)
+}
+
 struct Pending {
     weight: usize,
     tensors: Vec<Vec<u8>>,
@@ -778,8 +801,11 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
             // decomposition.
             let mut factors: Option<LayerFactors> = None;
             let mut in_flight = 0u64;
-            for &w in order {
-                let size = weights[w].bytes();
+            let mut at = 0;
+            while at < order.len() {
+                let group = &order[at..at + group_len(weights, &order[at..])];
+                at += group.len();
+                let size: u64 = group.iter().map(|&w| weights[w].bytes()).sum();
                 while in_flight > 0 && in_flight + size > IN_FLIGHT {
                     match done_rx.recv() {
                         Ok(b) => in_flight -= b,
@@ -788,11 +814,22 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
                     }
                 }
                 in_flight += size;
-                let r = encode_weight(ck, layout_kind, &weights[w], low_rank, &mut factors).map(|(t, rep)| (w, t, rep));
-                let failed = r.is_err();
-                // A closed channel means the writer stopped (its error is reported there).
-                if tx.send(r).is_err() || failed {
-                    break;
+                let encoded: Vec<Result<(Vec<Vec<u8>>, WeightReport)>> = match group {
+                    [w] => vec![encode_weight(ck, layout_kind, &weights[*w], low_rank, &mut factors)],
+                    // Weights of a group are encoded side by side (each still row-parallel),
+                    // so a worker that finishes its share of one weight takes rows of
+                    // another instead of waiting at every weight's end.
+                    _ => group
+                        .par_iter()
+                        .map(|&w| encode_weight(ck, layout_kind, &weights[w], None, &mut None))
+                        .collect(),
+                };
+                for (r, &w) in encoded.into_iter().zip(group) {
+                    let failed = r.is_err();
+                    // A closed channel means the writer stopped (its error is reported there).
+                    if tx.send(r.map(|(t, rep)| (w, t, rep))).is_err() || failed {
+                        return;
+                    }
                 }
             }
         });

@@ -6,6 +6,7 @@
 //! permutations, and tokenizer metadata. It never prints and never exits the process; every
 //! failure is an [`Error`] naming the file, tensor or key.
 
+pub mod alloc;
 pub mod atomic;
 pub mod checkpoint;
 pub mod config;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{fails, fixture, ok, recast_env, s};
+use common::{fails, fixture, ok, recast_env_within, s};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -142,20 +142,21 @@ fn every_shipped_recipe_writes_its_layout_and_manifest() {
 }
 
 #[test]
-fn output_bytes_do_not_depend_on_thread_count() {
+fn output_bytes_do_not_depend_on_thread_count_or_write_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("int4-g32.yaml");
     std::fs::write(&recipe, INT4_G32).unwrap();
     for (r, ext) in [("cpu-gguf-q4_k_m", ".gguf"), ("nvidia-h100-fp8-block", ""), (s(&recipe), "")] {
         let mut runs = Vec::new();
-        for threads in ["1", "2", "3"] {
-            let dir = tmp.path().join(format!("t{threads}"));
+        // The last two runs also shrink the encoder's budget of unwritten bytes: to nothing
+        // (every weight waits until the previous one is written) and to about one weight.
+        for (threads, budget) in [("1", None), ("2", None), ("3", None), ("2", Some("1")), ("2", Some("20000"))] {
+            let dir = tmp.path().join(format!("t{threads}-{budget:?}"));
             std::fs::create_dir_all(&dir).unwrap();
             let out = dir.join(format!("model{ext}"));
-            let o = recast_env(
-                &["quantize", s(&fixture("smollm")), "-o", s(&out), "--recipe", r],
-                &[("RAYON_NUM_THREADS", threads)],
-            );
+            let mut env = vec![("RAYON_NUM_THREADS", threads)];
+            env.extend(budget.map(|b| ("RECAST_QUANTIZE_IN_FLIGHT", b)));
+            let o = recast_env_within(&["quantize", s(&fixture("smollm")), "-o", s(&out), "--recipe", r], &env, 120);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             runs.push(hashes(&out));
             if out.is_dir() {
@@ -164,8 +165,9 @@ fn output_bytes_do_not_depend_on_thread_count() {
                 std::fs::remove_file(&out).unwrap();
             }
         }
-        assert_eq!(runs[0], runs[1], "{r}");
-        assert_eq!(runs[0], runs[2], "{r}");
+        for run in &runs[1..] {
+            assert_eq!(&runs[0], run, "{r}");
+        }
     }
 }
 

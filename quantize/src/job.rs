@@ -689,21 +689,28 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 /// Bytes of encoded weights that may wait to be written (see [`execute_files`]).
 const IN_FLIGHT: u64 = 64 << 20;
 
+/// [`IN_FLIGHT`], or `RECAST_QUANTIZE_IN_FLIGHT` bytes (for tests: a tiny budget makes every
+/// weight wait for the previous one to be written).
+fn in_flight_budget() -> u64 {
+    std::env::var("RECAST_QUANTIZE_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(IN_FLIGHT)
+}
+
 /// f32 bytes of source weights encoded together as one group (see [`group_len`]).
 const GROUP_F32_BYTES: u64 = 32 << 20;
 
 /// How many of `order`'s first weights are encoded together: consecutive weights holding at
-/// most [`GROUP_F32_BYTES`] of f32 values, or the first weight alone when it is bigger or a
+/// most `cap` bytes of f32 values ([`GROUP_F32_BYTES`], or less when the budget of unwritten
+/// bytes is smaller), or the first weight alone when it is bigger or a
 /// low-rank KV tensor (those share the layer's decomposition, computed once in order). Small
 /// weights (norms, the projections of a 135M model) then cost one parallel job per group
 /// instead of one each; memory holds the group's values and encodings.
-fn group_len(weights: &[WeightPlan], order: &[usize]) -> usize {
+fn group_len(weights: &[WeightPlan], order: &[usize], cap: u64) -> usize {
     let mut bytes = 0u64;
     let mut k = 0;
     for &w in order {
         let wp = &weights[w];
         bytes += wp.numel() * 4;
-        if wp.low_rank.is_some() || (k > 0 && bytes > GROUP_F32_BYTES) {
+        if wp.low_rank.is_some() || (k > 0 && bytes > cap) {
             break;
         }
         k += 1;
@@ -801,12 +808,13 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
             // decomposition.
             let mut factors: Option<LayerFactors> = None;
             let mut in_flight = 0u64;
+            let budget = in_flight_budget();
             let mut at = 0;
             while at < order.len() {
-                let group = &order[at..at + group_len(weights, &order[at..])];
+                let group = &order[at..at + group_len(weights, &order[at..], GROUP_F32_BYTES.min(budget))];
                 at += group.len();
                 let size: u64 = group.iter().map(|&w| weights[w].bytes()).sum();
-                while in_flight > 0 && in_flight + size > IN_FLIGHT {
+                while in_flight > 0 && in_flight + size > budget {
                     match done_rx.recv() {
                         Ok(b) => in_flight -= b,
                         // The writer stopped (its error is reported there).
@@ -837,14 +845,18 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
         let mut produce = |slot: usize, sink: &mut Sink| -> Result<()> {
             let (w, k) = plan.slots[slot];
             if !matches!(&pending, Some(p) if p.weight == w) {
+                // The weight written last is done: return its bytes to the encoder's budget
+                // before waiting for the next one (waiting first would deadlock when that
+                // weight alone fills the budget).
+                if let Some(done) = pending.take() {
+                    let _ = done_tx.send(plan.weights[done.weight].bytes());
+                }
                 let (got, tensors, report) =
                     rx.recv().map_err(|_| Error::Unsupported("the encoding thread stopped unexpectedly".into()))??;
                 assert_eq!(got, w, "weights are written in the order planned");
                 progress(&plan.weights[w].name, reports.len(), n);
                 reports.push((w, report));
-                if let Some(done) = pending.replace(Pending { weight: w, tensors }) {
-                    let _ = done_tx.send(plan.weights[done.weight].bytes());
-                }
+                pending = Some(Pending { weight: w, tensors });
             }
             let p = pending.as_mut().expect("pending weight");
             sink.write(&std::mem::take(&mut p.tensors[k]))?;

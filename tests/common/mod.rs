@@ -46,3 +46,24 @@ pub fn fails(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// [`recast_env`] that fails the test (killing the process) if it runs longer than `secs`,
+/// so a deadlock is a failure instead of a hung test run.
+pub fn recast_env_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recast"));
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("run recast");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait for recast").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("recast {args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("recast output")
+}

@@ -4,9 +4,10 @@
 //! [`plan`] reuses recast-convert's conversion plans (names, Q/K permutation, DeepSeek FP8
 //! dequantization, tokenizer and config side files) in F32, then decides each weight's
 //! encoding: the recipe's first matching rule, else the GGUF preset's choice (llama-quantize's
-//! mixture), else unquantized. [`execute`] computes one weight at a time — decode to f32,
-//! check finiteness, encode, measure the error the runtime will see — and writes its tensors
-//! through convert's atomic writers, so memory holds one weight and its encodings.
+//! mixture), else unquantized. [`execute`] computes each weight (small ones side by side) —
+//! decode to f32, check finiteness, encode, measure the error the runtime will see — and
+//! writes its tensors through convert's atomic writers, so memory holds a group of weights and
+//! a bounded budget of encodings waiting to be written.
 
 use crate::codec::fp8::{Fp8Format, Granularity};
 use crate::codec::int::{self, IntSpec};

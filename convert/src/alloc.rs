@@ -12,7 +12,8 @@
 //! (`examples/smollm2.yaml`, every stage in one process) peaks at ~615 MB instead of 535–570.
 
 /// Keeps freed heap blocks of up to 32 MiB in the process for reuse (glibc; a no-op
-/// elsewhere); the heap is trimmed above 64 MiB of free space at its top. Call once at start, before other threads exist.
+/// elsewhere); the heap is trimmed above 64 MiB of free space at its top. Call once at start,
+/// before other threads exist.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's tuning parameters; called before any thread is

@@ -701,10 +701,10 @@ const GROUP_F32_BYTES: u64 = 32 << 20;
 
 /// How many of `order`'s first weights are encoded together: consecutive weights holding at
 /// most `cap` bytes of f32 values ([`GROUP_F32_BYTES`], or less when the budget of unwritten
-/// bytes is smaller), or the first weight alone when it is bigger or a
-/// low-rank KV tensor (those share the layer's decomposition, computed once in order). Small
-/// weights (norms, the projections of a 135M model) then cost one parallel job per group
-/// instead of one each; memory holds the group's values and encodings.
+/// bytes is smaller), or the first weight alone when it is bigger or a low-rank KV tensor
+/// (those share the layer's decomposition, computed once in order). Small weights (norms, the
+/// projections of a 135M model) then cost one parallel job per group instead of one each;
+/// memory holds the group's values and encodings.
 fn group_len(weights: &[WeightPlan], order: &[usize], cap: u64) -> usize {
     let mut bytes = 0u64;
     let mut k = 0;
@@ -810,9 +810,10 @@ pub fn execute_files(ck: &Checkpoint, plan: &QuantPlan, files: &[usize], progres
             let mut factors: Option<LayerFactors> = None;
             let mut in_flight = 0u64;
             let budget = in_flight_budget();
+            let cap = GROUP_F32_BYTES.min(budget);
             let mut at = 0;
             while at < order.len() {
-                let group = &order[at..at + group_len(weights, &order[at..], GROUP_F32_BYTES.min(budget))];
+                let group = &order[at..at + group_len(weights, &order[at..], cap)];
                 at += group.len();
                 let size: u64 = group.iter().map(|&w| weights[w].bytes()).sum();
                 while in_flight > 0 && in_flight + size > budget {

@@ -10,14 +10,19 @@ pub fn fixture(arch: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(arch)
 }
 
-/// Runs `recast ARGS` with extra environment variables.
-pub fn recast_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The `recast ARGS` command with extra environment variables.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_recast"));
     c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run recast")
+    c
+}
+
+/// Runs `recast ARGS` with extra environment variables.
+pub fn recast_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args, env).output().expect("run recast")
 }
 
 pub fn recast(args: &[&str]) -> Output {
@@ -51,12 +56,7 @@ pub fn s(p: &Path) -> &str {
 /// so a deadlock is a failure instead of a hung test run.
 pub fn recast_env_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
     use std::process::Stdio;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recast"));
-    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().expect("run recast");
+    let mut child = command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run recast");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while child.try_wait().expect("wait for recast").is_none() {
         if std::time::Instant::now() > deadline {

@@ -19,8 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new(&ck, threads)?.resident(resident);
     let vocab = engine.config.vocab_size as u32;
     let tokens: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % vocab).collect();
-    engine.forward(&[tokens[..n.min(8)].to_vec()])?; // warm the page cache
-                                                     // RECAST_PREFILL_REPS=k times the forward k times (for profiling) and reports the fastest.
+    // Warm the page cache.
+    engine.forward(&[tokens[..n.min(8)].to_vec()])?;
     let reps: usize = std::env::var("RECAST_PREFILL_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mut s = f64::INFINITY;
     let mut logits = Vec::new();
